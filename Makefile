@@ -1,0 +1,42 @@
+# medkb: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export TOKENIZERS_PARALLELISM := false
+MEDKB_DATABASE_URL ?= sqlite:///./medkb.db
+export MEDKB_DATABASE_URL
+
+.PHONY: install run sample serve test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[ontologies,multilingual,eval,llm-local,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, build the sample knowledge base from committed real data, serve the API.
+run: install sample serve
+
+sample: install
+	$(BIN)/medkb init
+	$(BIN)/python -m medkb.sample build
+
+serve: install
+	$(BIN)/medkb serve --host $${MEDKB_API_HOST:-127.0.0.1} --port $${MEDKB_API_PORT:-8000}
+
+## make test: install with test extras and run the whole suite (contract suite on SQLite always).
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) medkb.db medkb.db-wal medkb.db-shm .pytest_cache

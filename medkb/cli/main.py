@@ -1,0 +1,144 @@
+"""The `medkb` entry point: global options, `init`, `stats`, and the command groups; errors → one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from medkb import __version__
+from medkb.cli.context import CLIContext, get_ctx
+from medkb.errors import DatabaseUnavailable, MedkbError
+from medkb.kb import models as m
+from medkb.kb.factory import init_store, redact
+from medkb.settings import Settings
+
+app = typer.Typer(
+    name="medkb",
+    help="medkb: a medical knowledge base (documents, graph, vectors, de-identified records) "
+    "with a hybrid retriever for grounded clinical answers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"medkb {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Annotated[
+        Optional[str],
+        typer.Option("--db", help="Database URL (default: $MEDKB_DATABASE_URL or sqlite:///./medkb.db).",
+                     show_default=False),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    settings = Settings().with_database(db)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    ctx.obj = CLIContext(settings=settings)
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create or upgrade the schema. Running it again changes nothing.
+
+    Example: medkb --db sqlite:///./kb.db init
+    """
+    c = get_ctx(ctx)
+    from medkb.kb.embeddings import model_dimension
+
+    changed = init_store(c.store, model_dimension(c.settings.embedding.model))
+    where = redact(c.settings.database.url)
+    console.print(f"initialised {where}" if changed else f"{where} is already up to date")
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Rows per table, the embedding model and dimension, and the database URL (password hidden).
+
+    Example: medkb stats
+    """
+    import json
+
+    c = get_ctx(ctx)
+    counts = c.store.stats()
+    model, dim = c.store.embedding_info()
+    sources = c.store.list_sources()
+    if json_out:
+        console.print_json(json.dumps({
+            "database": redact(c.settings.database.url), "backend": c.store.backend,
+            "embedding_model": model, "embedding_dim": dim, "tables": counts,
+            "sources": [s.__dict__ for s in sources],
+        }))
+        return
+    console.print(f"database: {redact(c.settings.database.url)} ({c.store.backend})")
+    console.print(f"embedding: {model or '-'} (dimension {dim or '-'})")
+    t = Table("table", "rows")
+    for name in m.TABLES:
+        t.add_row(name, str(counts[name]))
+    console.print(t)
+    if sources:
+        st = Table("tenant", "source", "kind", "release", "documents", "chunks", "entities", "edges", "patients")
+        for s in sources:
+            st.add_row(s.tenant_id, s.name, s.kind, s.release or "", str(s.documents), str(s.chunks),
+                       str(s.entities), str(s.edges), str(s.patients))
+        console.print(st)
+
+
+def _register_groups() -> None:
+    """Command groups live in their own modules; each exposes ``register(app)``."""
+    import importlib
+
+    for name in ("ingest", "sources", "search", "graph", "keys", "serve", "evaluate"):
+        try:
+            module = importlib.import_module(f"medkb.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"medkb.cli.{name}":
+                continue  # that group has not been built yet
+            raise
+        module.register(app)
+
+
+_register_groups()
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        app(standalone_mode=True)
+    except MedkbError as exc:
+        err.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except SQLAlchemyError as exc:
+        err.print(f"error: {DatabaseUnavailable(str(getattr(exc, 'orig', exc)).splitlines()[0]).message}",
+                  markup=False, highlight=False, soft_wrap=True)
+        sys.exit(DatabaseUnavailable.exit_code)
+
+
+if __name__ == "__main__":
+    main()

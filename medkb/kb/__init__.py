@@ -1,0 +1,1 @@
+"""Storage: the schema, the KnowledgeStore interface and its SQLite and TiDB backends."""

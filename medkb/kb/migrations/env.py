@@ -1,0 +1,24 @@
+"""Alembic environment: runs migrations on the connection medkb hands in (never reads alembic.ini)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from medkb.kb.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

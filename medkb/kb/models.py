@@ -1,0 +1,288 @@
+"""The whole data model as typed SQLAlchemy 2.0 tables: relational rows, graph edges and vectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from medkb.kb.types import Embedding
+
+# Documents of this tenant are visible to every tenant (public guidelines, literature, ontologies).
+PUBLIC_TENANT = "public"
+DOC_TYPES = ("guideline", "literature", "record_note")
+# The dimension the schema is created with when nothing else is said (all-MiniLM-L6-v2, e5-small).
+DEFAULT_EMBEDDING_DIM = 384
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only autoincrements INTEGER
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=False)}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Meta(Base):
+    """Knowledge-base wide facts: embedding model and dimension, the chunk generation counter."""
+
+    __tablename__ = "kb_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class Source(Base):
+    """A named collection: one guideline series, one ontology release, one records export."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_sources_tenant_name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32), default="docs")  # docs | ontology | records
+    release: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id", "version", name="uq_documents_ext_version"),
+        Index("ix_documents_filter", "tenant_id", "doc_type", "superseded"),
+        Index("ix_documents_hash", "tenant_id", "content_hash"),
+        {"sqlite_autoincrement": True},  # never reuse an id a citation may still point to
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(Text, default="")
+    doc_type: Mapped[str] = mapped_column(String(32), default="literature")
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    version: Mapped[str] = mapped_column(String(64), default="1")
+    effective_date: Mapped[dt.date | None] = mapped_column(Date)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence_level: Mapped[str | None] = mapped_column(String(32))
+    specialty: Mapped[str | None] = mapped_column(String(64))
+    # Set only for record notes: the pseudonymous patient the note belongs to.
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("document_id", "ordinal", name="uq_chunks_doc_ordinal"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    section: Mapped[str | None] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    token_count: Mapped[int] = mapped_column(Integer, default=0)
+    char_start: Mapped[int] = mapped_column(Integer, default=0)
+    char_end: Mapped[int] = mapped_column(Integer, default=0)
+    page: Mapped[int | None] = mapped_column(Integer)
+    embedding: Mapped[Any] = mapped_column(Embedding(DEFAULT_EMBEDDING_DIM), nullable=True)
+
+
+class Entity(Base):
+    """A concept (disease, drug, symptom, phenotype, gene, …) shared by the sources that name it."""
+
+    __tablename__ = "entities"
+    __table_args__ = (Index("ix_entities_type_name", "type", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=PUBLIC_TENANT, index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(512))
+    codes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"ICD10CM": ["E11"], ...}
+    synonyms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"en": [...], "zh": [...]}
+    embedding: Mapped[Any] = mapped_column(Embedding(DEFAULT_EMBEDDING_DIM), nullable=True)
+
+
+class EntityCode(Base):
+    """One code of an entity: (system, code) is unique, which is how ontologies merge on codes."""
+
+    __tablename__ = "entity_codes"
+    system: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code: Mapped[str] = mapped_column(String(128), primary_key=True)
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+
+
+class EntityName(Base):
+    """The linker's dictionary: a folded surface form (name, synonym, abbreviation) → entity."""
+
+    __tablename__ = "entity_names"
+    __table_args__ = (Index("ix_entity_names_norm", "norm"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
+    norm: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+
+
+class Edge(Base):
+    """A typed relation between entities, with provenance: an ontology release or a chunk."""
+
+    __tablename__ = "edges"
+    __table_args__ = (
+        Index("ix_edges_src", "source_entity_id", "relation"),
+        Index("ix_edges_dst", "target_entity_id", "relation"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=PUBLIC_TENANT, index=True)
+    source_entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    target_entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    relation: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    curated: Mapped[bool] = mapped_column(Boolean, default=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    provenance: Mapped[str | None] = mapped_column(String(255))
+
+
+class Mention(Base):
+    """A chunk names an entity."""
+
+    __tablename__ = "mentions"
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    entity_id: Mapped[int] = mapped_column(
+        ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# ---- de-identified patient records -------------------------------------------------------------
+
+
+class Patient(Base):
+    """A pseudonymous patient: keyed-hash id, birth year and sex only — no direct identifiers."""
+
+    __tablename__ = "patients"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    birth_year: Mapped[int | None] = mapped_column(Integer)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    deceased: Mapped[bool] = mapped_column(Boolean, default=False)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class _RecordMixin:
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    code_system: Mapped[str | None] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Encounter(_RecordMixin, Base):
+    __tablename__ = "encounters"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    encounter_class: Mapped[str | None] = mapped_column(String(64))
+    start: Mapped[dt.date | None] = mapped_column(Date)
+    stop: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Condition(_RecordMixin, Base):
+    __tablename__ = "conditions"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
+    start: Mapped[dt.date | None] = mapped_column(Date)
+    stop: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Medication(_RecordMixin, Base):
+    __tablename__ = "medications"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
+    start: Mapped[dt.date | None] = mapped_column(Date)
+    stop: Mapped[dt.date | None] = mapped_column(Date)
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class Observation(_RecordMixin, Base):
+    __tablename__ = "observations"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    value: Mapped[str | None] = mapped_column(String(255))
+    units: Mapped[str | None] = mapped_column(String(64))
+    effective: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Allergy(_RecordMixin, Base):
+    __tablename__ = "allergies"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    start: Mapped[dt.date | None] = mapped_column(Date)
+    stop: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Procedure(_RecordMixin, Base):
+    __tablename__ = "procedures"
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    performed: Mapped[dt.date | None] = mapped_column(Date)
+
+
+# ---- access -------------------------------------------------------------------------------------
+
+
+class ApiKey(Base):
+    """An API key, stored as a salted hash; bound to one tenant and one role."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public prefix of the key
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # clinician | curator | admin
+    key_hash: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class AuditLog(Base):
+    """Append-only: who touched which patient's data, when, through which endpoint."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=_now)
+    actor: Mapped[str] = mapped_column(String(64))  # api key id or "cli"
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str | None] = mapped_column(String(255))
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+TABLES = [t.name for t in Base.metadata.sorted_tables]

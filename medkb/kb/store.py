@@ -1,0 +1,444 @@
+"""The KnowledgeStore interface and the SQL both backends share; backends add only vector search."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from medkb.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from medkb.kb import models as m
+from medkb.kb.filters import SearchFilters, document_clause
+from medkb.kb.records import AddResult, ChunkView, DocumentIn, SourceInfo, VectorHit
+
+log = logging.getLogger(__name__)
+
+GENERATION_KEY = "chunk_generation"
+EMBED_MODEL_KEY = "embedding_model"
+EMBED_DIM_KEY = "embedding_dim"
+
+
+def _version_key(v: str) -> tuple:
+    """Natural order for versions: "2" < "10", "2024-01" < "2024-06", "v1.2" < "v1.10"."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d\W]+", v.lower()))
+
+
+class KnowledgeStore(abc.ABC):
+    """One database holding documents, chunks with embeddings, the graph and patient records.
+
+    Everything here is plain SQL shared by every backend; a backend supplies only what truly
+    differs: how vectors are searched (``vector_search``) and any set-up its engine needs.
+    """
+
+    backend: str = "sql"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+        self._filter_cache: dict[tuple[int, SearchFilters], np.ndarray] = {}
+
+    # ---- sessions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back everything on any error."""
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(f"cannot reach the database: {_short(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str, s: Session | None = None) -> str | None:
+        if s is None:
+            with self.session() as s2:
+                return self.get_meta(key, s2)
+        row = s.get(m.Meta, key)
+        return row.value if row else None
+
+    def _set_meta(self, s: Session, key: str, value: str) -> None:
+        row = s.get(m.Meta, key)
+        if row is None:
+            s.add(m.Meta(key=key, value=value))
+        else:
+            row.value = value
+
+    def generation(self) -> int:
+        """Bumped in the same transaction as every chunk write, so caches see other processes' writes."""
+        return int(self.get_meta(GENERATION_KEY) or 0)
+
+    def _bump_generation(self, s: Session) -> None:
+        row = s.get(m.Meta, GENERATION_KEY)
+        if row is None:
+            s.add(m.Meta(key=GENERATION_KEY, value="1"))
+        else:
+            row.value = str(int(row.value) + 1)
+
+    def embedding_info(self) -> tuple[str | None, int | None]:
+        with self.session() as s:
+            model, dim = self.get_meta(EMBED_MODEL_KEY, s), self.get_meta(EMBED_DIM_KEY, s)
+        return model, int(dim) if dim else None
+
+    def set_embedding_model(self, model: str, dim: int) -> None:
+        """Record the knowledge base's embedding model; refuse a second, different one."""
+        with self.session() as s:
+            cur_model, cur_dim = self.get_meta(EMBED_MODEL_KEY, s), self.get_meta(EMBED_DIM_KEY, s)
+            if cur_dim is not None and (int(cur_dim) != dim or cur_model != model):
+                raise Conflict(
+                    f"this knowledge base holds {cur_model} embeddings of dimension {cur_dim}; "
+                    f"refusing {model} (dimension {dim}). Use a new database for another model."
+                )
+            self._set_meta(s, EMBED_MODEL_KEY, model)
+            self._set_meta(s, EMBED_DIM_KEY, str(dim))
+
+    # ---- tenants and sources ---------------------------------------------------------------
+
+    def ensure_tenant(self, tenant_id: str, name: str | None = None) -> None:
+        with self.session() as s:
+            if s.get(m.Tenant, tenant_id) is None:
+                s.add(m.Tenant(id=tenant_id, name=name or tenant_id))
+
+    def ensure_source(
+        self, tenant_id: str, name: str, kind: str = "docs", release: str | None = None,
+        description: str | None = None,
+    ) -> int:
+        self.ensure_tenant(tenant_id)
+        with self.session() as s:
+            src = s.scalar(select(m.Source).where(m.Source.tenant_id == tenant_id, m.Source.name == name))
+            if src is None:
+                src = m.Source(tenant_id=tenant_id, name=name, kind=kind, release=release,
+                               description=description)
+                s.add(src)
+                s.flush()
+            elif release and src.release != release:
+                src.release = release
+            return src.id
+
+    def get_source(self, tenant_id: str, name: str) -> SourceInfo:
+        for info in self.list_sources(tenant_id, include_public=False):
+            if info.name == name:
+                return info
+        raise NotFound(f"no source named {name!r} in tenant {tenant_id!r}")
+
+    def list_sources(self, tenant_id: str | None = None, include_public: bool = True) -> list[SourceInfo]:
+        def per_source(stmt) -> dict[int, int]:  # type: ignore[no-untyped-def]
+            return {sid: n for sid, n in s.execute(stmt)}
+
+        with self.session() as s:
+            q = select(m.Source)
+            if tenant_id is not None:
+                tenants = (tenant_id, m.PUBLIC_TENANT) if include_public else (tenant_id,)
+                q = q.where(m.Source.tenant_id.in_(tenants))
+            sources = list(s.scalars(q.order_by(m.Source.tenant_id, m.Source.name)))
+            docs = per_source(select(m.Document.source_id, func.count()).group_by(m.Document.source_id))
+            chunks = per_source(
+                select(m.Document.source_id, func.count(m.Chunk.id))
+                .join(m.Chunk, m.Chunk.document_id == m.Document.id)
+                .group_by(m.Document.source_id)
+            )
+            ents = per_source(
+                select(m.EntityCode.source_id, func.count(func.distinct(m.EntityCode.entity_id)))
+                .group_by(m.EntityCode.source_id)
+            )
+            ents_by_name = per_source(
+                select(m.EntityName.source_id, func.count(func.distinct(m.EntityName.entity_id)))
+                .group_by(m.EntityName.source_id)
+            )
+            edges = per_source(select(m.Edge.source_id, func.count()).group_by(m.Edge.source_id))
+            pats = per_source(select(m.Patient.source_id, func.count()).group_by(m.Patient.source_id))
+            return [
+                SourceInfo(
+                    id=x.id, tenant_id=x.tenant_id, name=x.name, kind=x.kind, release=x.release,
+                    documents=docs.get(x.id, 0), chunks=chunks.get(x.id, 0),
+                    entities=max(ents.get(x.id, 0), ents_by_name.get(x.id, 0)),
+                    edges=edges.get(x.id, 0), patients=pats.get(x.id, 0),
+                )
+                for x in sources
+            ]
+
+    def delete_source(self, tenant_id: str, name: str) -> SourceInfo:
+        """Delete a source and everything derived from it, in one transaction."""
+        info = self.get_source(tenant_id, name)
+        with self.session() as s:
+            sid = info.id
+            doc_ids = select(m.Document.id).where(m.Document.source_id == sid)
+            chunk_ids = select(m.Chunk.id).where(m.Chunk.document_id.in_(doc_ids))
+            s.execute(delete(m.Mention).where(m.Mention.chunk_id.in_(chunk_ids)))
+            s.execute(delete(m.Edge).where(m.Edge.chunk_id.in_(chunk_ids)))
+            s.execute(delete(m.Edge).where(m.Edge.source_id == sid))
+            s.execute(delete(m.Chunk).where(m.Chunk.document_id.in_(doc_ids)))
+            s.execute(delete(m.Document).where(m.Document.source_id == sid))
+            self._delete_patients(s, select(m.Patient.id).where(m.Patient.source_id == sid))
+            s.execute(delete(m.EntityCode).where(m.EntityCode.source_id == sid))
+            s.execute(delete(m.EntityName).where(m.EntityName.source_id == sid))
+            self._delete_orphan_entities(s)
+            s.execute(delete(m.Source).where(m.Source.id == sid))
+            self._bump_generation(s)
+        self._invalidate()
+        return info
+
+    def _delete_patients(self, s: Session, patient_ids) -> None:  # type: ignore[no-untyped-def]
+        ids = list(s.scalars(patient_ids))
+        for i in range(0, len(ids), 500):
+            batch = ids[i : i + 500]
+            for table in (m.Encounter, m.Condition, m.Medication, m.Observation, m.Allergy, m.Procedure):
+                s.execute(delete(table).where(table.patient_id.in_(batch)))
+            s.execute(delete(m.Patient).where(m.Patient.id.in_(batch)))
+
+    def _delete_orphan_entities(self, s: Session) -> None:
+        named = select(m.EntityName.entity_id)
+        coded = select(m.EntityCode.entity_id)
+        orphans = list(
+            s.scalars(select(m.Entity.id).where(m.Entity.id.not_in(named), m.Entity.id.not_in(coded)))
+        )
+        for i in range(0, len(orphans), 500):
+            batch = orphans[i : i + 500]
+            s.execute(delete(m.Mention).where(m.Mention.entity_id.in_(batch)))
+            s.execute(delete(m.Edge).where(m.Edge.source_entity_id.in_(batch)))
+            s.execute(delete(m.Edge).where(m.Edge.target_entity_id.in_(batch)))
+            for table in (m.Condition, m.Medication):
+                s.execute(update(table).where(table.entity_id.in_(batch)).values(entity_id=None))
+            s.execute(delete(m.Entity).where(m.Entity.id.in_(batch)))
+
+    # ---- documents --------------------------------------------------------------------------
+
+    def add_document(self, doc: DocumentIn) -> AddResult:
+        """Add, replace or skip one document with its chunks and mentions, atomically.
+
+        Same (source, external id, version) and same content hash → ``unchanged``, nothing written.
+        Same key, new content → ``replaced`` (old chunks go in the same transaction).
+        A new version of an existing external id → ``added``; older versions become superseded.
+        """
+        if doc.doc_type not in m.DOC_TYPES:
+            raise InvalidInput(f"doc_type must be one of {', '.join(m.DOC_TYPES)}, not {doc.doc_type!r}")
+        chash = doc.content_hash or doc.compute_hash()
+        dim = self._check_dims(doc)
+        source_id = self.ensure_source(doc.tenant_id, doc.source)
+        with self._lock, self.session() as s:
+            if dim is not None:
+                self._check_kb_dim(s, dim)
+            existing = s.scalar(
+                select(m.Document).where(
+                    m.Document.source_id == source_id,
+                    m.Document.external_id == doc.external_id,
+                    m.Document.version == doc.version,
+                )
+            )
+            if existing is not None and existing.content_hash == chash:
+                return AddResult("unchanged", existing.id)
+            if existing is not None:
+                self._delete_chunks(s, [existing.id])
+                row, status = existing, "replaced"
+            else:
+                row, status = m.Document(source_id=source_id, external_id=doc.external_id), "added"
+                s.add(row)
+            row.tenant_id, row.title, row.doc_type = doc.tenant_id, doc.title, doc.doc_type
+            row.language, row.version, row.effective_date = doc.language, doc.version, doc.effective_date
+            row.evidence_level, row.specialty, row.patient_id = doc.evidence_level, doc.specialty, doc.patient_id
+            row.meta, row.content_hash = dict(doc.metadata), chash
+            s.flush()
+            self._apply_versions(s, row)
+            chunk_ids = self._insert_chunks(s, row, doc)
+            self._bump_generation(s)
+        self._invalidate()
+        return AddResult(status, row.id, tuple(chunk_ids))
+
+    def _check_dims(self, doc: DocumentIn) -> int | None:
+        dims = {int(np.asarray(c.embedding).shape[-1]) for c in doc.chunks if c.embedding is not None}
+        if len(dims) > 1:
+            raise Conflict(f"document {doc.external_id!r} mixes embedding dimensions {sorted(dims)}")
+        return dims.pop() if dims else None
+
+    def _check_kb_dim(self, s: Session, dim: int) -> None:
+        kb_dim = self.get_meta(EMBED_DIM_KEY, s)
+        if kb_dim is not None and int(kb_dim) != dim:
+            raise Conflict(
+                f"embedding dimension {dim} does not match this knowledge base's dimension {kb_dim}"
+            )
+
+    def _apply_versions(self, s: Session, row: m.Document) -> None:
+        siblings = list(
+            s.scalars(
+                select(m.Document).where(
+                    m.Document.source_id == row.source_id, m.Document.external_id == row.external_id
+                )
+            )
+        )
+        newest = max(siblings, key=lambda d: (_version_key(d.version), d.id))
+        for d in siblings:
+            d.superseded = d.id != newest.id
+
+    def _insert_chunks(self, s: Session, row: m.Document, doc: DocumentIn) -> list[int]:
+        chunks = [
+            m.Chunk(
+                tenant_id=doc.tenant_id, document_id=row.id, ordinal=i, section=c.section, text=c.text,
+                token_count=c.token_count, char_start=c.char_start, char_end=c.char_end, page=c.page,
+                embedding=None if c.embedding is None else np.asarray(c.embedding, dtype=np.float32),
+            )
+            for i, c in enumerate(doc.chunks)
+        ]
+        s.add_all(chunks)
+        s.flush()
+        mentions = [
+            m.Mention(chunk_id=ch.id, entity_id=eid, tenant_id=doc.tenant_id, count=n)
+            for ch, c in zip(chunks, doc.chunks)
+            for eid, n in c.entity_ids.items()
+        ]
+        if mentions:
+            s.add_all(mentions)
+            s.flush()
+        return [c.id for c in chunks]
+
+    def _delete_chunks(self, s: Session, doc_ids: Sequence[int]) -> None:
+        chunk_ids = select(m.Chunk.id).where(m.Chunk.document_id.in_(doc_ids))
+        s.execute(delete(m.Mention).where(m.Mention.chunk_id.in_(chunk_ids)))
+        s.execute(delete(m.Edge).where(m.Edge.chunk_id.in_(chunk_ids)))
+        s.execute(delete(m.Chunk).where(m.Chunk.document_id.in_(doc_ids)))
+
+    def delete_document(self, document_id: int) -> None:
+        with self._lock, self.session() as s:
+            doc = s.get(m.Document, document_id)
+            if doc is None:
+                raise NotFound(f"no document {document_id}")
+            self._delete_chunks(s, [document_id])
+            s.delete(doc)
+            s.flush()
+            rest = s.scalars(
+                select(m.Document).where(
+                    m.Document.source_id == doc.source_id, m.Document.external_id == doc.external_id
+                )
+            ).first()
+            if rest is not None:
+                self._apply_versions(s, rest)
+            self._bump_generation(s)
+        self._invalidate()
+
+    def get_document(self, document_id: int, tenant_id: str | None = None) -> dict:
+        with self.session() as s:
+            d = s.get(m.Document, document_id)
+            if d is None or (tenant_id is not None and d.tenant_id not in (tenant_id, m.PUBLIC_TENANT)):
+                raise NotFound(f"no document {document_id}")
+            src = s.get(m.Source, d.source_id)
+            n = s.scalar(select(func.count()).where(m.Chunk.document_id == d.id))
+            return {
+                "id": d.id, "tenant_id": d.tenant_id, "source": src.name if src else None,
+                "external_id": d.external_id, "title": d.title, "doc_type": d.doc_type,
+                "language": d.language, "version": d.version,
+                "effective_date": d.effective_date.isoformat() if d.effective_date else None,
+                "superseded": d.superseded, "evidence_level": d.evidence_level, "specialty": d.specialty,
+                "patient_id": d.patient_id, "metadata": d.meta, "content_hash": d.content_hash, "chunks": n,
+            }
+
+    def find_by_hash(self, tenant_id: str, content_hash: str) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(m.Document.id).where(
+                        m.Document.tenant_id == tenant_id, m.Document.content_hash == content_hash
+                    )
+                )
+            )
+
+    def find_document(self, tenant_id: str, source: str, external_id: str) -> list[dict]:
+        with self.session() as s:
+            ids = s.scalars(
+                select(m.Document.id)
+                .join(m.Source, m.Source.id == m.Document.source_id)
+                .where(m.Source.tenant_id == tenant_id, m.Source.name == source,
+                       m.Document.external_id == external_id)
+                .order_by(m.Document.id)
+            ).all()
+        return [self.get_document(i) for i in ids]
+
+    def get_chunks(self, chunk_ids: Sequence[int], filters: SearchFilters | None = None) -> list[ChunkView]:
+        """Chunks with their documents, in the order asked; ids the filters hide are left out."""
+        if not chunk_ids:
+            return []
+        with self.session() as s:
+            q = (
+                select(m.Chunk, m.Document, m.Source.name)
+                .join(m.Document, m.Document.id == m.Chunk.document_id)
+                .join(m.Source, m.Source.id == m.Document.source_id)
+                .where(m.Chunk.id.in_(list(chunk_ids)))
+            )
+            if filters is not None:
+                q = q.where(document_clause(filters))
+            rows = {c.id: (c, d, src) for c, d, src in s.execute(q)}
+        return [_view(*rows[i]) for i in chunk_ids if i in rows]
+
+    def count(self, table: str) -> int:
+        model = next((mp.class_ for mp in m.Base.registry.mappers if mp.class_.__tablename__ == table), None)
+        if model is None:
+            raise InvalidInput(f"no table {table!r}")
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+    def stats(self) -> dict[str, int]:
+        return {t: self.count(t) for t in m.TABLES}
+
+    # ---- filtering and vectors ------------------------------------------------------------
+
+    def allowed_chunk_ids(self, filters: SearchFilters) -> np.ndarray:
+        """Sorted ids of the chunks ``filters`` lets a query see (cached until the next write)."""
+        gen = self.generation()
+        key = (gen, filters)
+        with self._lock:
+            hit = self._filter_cache.get(key)
+        if hit is not None:
+            return hit
+        with self.session() as s:
+            ids = s.scalars(
+                select(m.Chunk.id)
+                .join(m.Document, m.Document.id == m.Chunk.document_id)
+                .where(document_clause(filters))
+                .order_by(m.Chunk.id)
+            ).all()
+        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        with self._lock:
+            if len(self._filter_cache) > 64:
+                self._filter_cache.clear()
+            self._filter_cache[key] = arr
+        return arr
+
+    def _invalidate(self) -> None:
+        with self._lock:
+            self._filter_cache.clear()
+
+    @abc.abstractmethod
+    def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:
+        """Top-k chunks by cosine similarity among those ``filters`` allows, best first."""
+
+
+def _view(c: m.Chunk, d: m.Document, source: str) -> ChunkView:
+    return ChunkView(
+        id=c.id, document_id=d.id, ordinal=c.ordinal, section=c.section, text=c.text, page=c.page,
+        char_start=c.char_start, char_end=c.char_end, tenant_id=c.tenant_id, title=d.title,
+        doc_type=d.doc_type, language=d.language, external_id=d.external_id, version=d.version,
+        source=source, superseded=d.superseded, patient_id=d.patient_id,
+        effective_date=d.effective_date, metadata=d.meta or {},
+    )
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).splitlines()[0][:300]

@@ -1,0 +1,101 @@
+"""Configuration: one pydantic-settings object, built at the edge (CLI, app factory) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./medkb.db"
+
+
+class DatabaseSettings(BaseSettings):
+    """MEDKB_DATABASE_*: where the knowledge base lives."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_DATABASE_", extra="ignore")
+
+    url: str = DEFAULT_DATABASE_URL
+    # TLS for TiDB Cloud / any MySQL-protocol server: path to the CA bundle, and whether to verify.
+    ssl_ca: Path | None = None
+    ssl_verify_cert: bool = True
+    ssl_verify_identity: bool = True
+    pool_size: int = 5
+    echo: bool = False
+
+
+class EmbeddingSettings(BaseSettings):
+    """MEDKB_EMBEDDING_*: which offline embedding model a knowledge base uses."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_EMBEDDING_", extra="ignore")
+
+    model: str = "all-MiniLM-L6-v2"  # or "multilingual-e5-small"
+    batch_size: int = 64
+    device: str = "cpu"
+
+
+class LLMSettings(BaseSettings):
+    """MEDKB_LLM_*: the generator behind litellm; no model means evidence mode."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_LLM_", extra="ignore")
+
+    model: str | None = None
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    temperature: float = 0.0
+    max_tokens: int = 512
+    timeout_s: float = 60.0
+
+
+class RetrievalSettings(BaseSettings):
+    """MEDKB_RETRIEVAL_*: fusion weights and depths of the hybrid retriever."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_RETRIEVAL_", extra="ignore")
+
+    bm25_weight: float = 1.0
+    dense_weight: float = 1.0
+    graph_weight: float = 0.3
+    patient_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 100
+    mmr_lambda: float | None = None
+    graph_hops: int = 2
+
+
+class PrivacySettings(BaseSettings):
+    """MEDKB_PRIVACY_*: the secret behind pseudonyms and date shifts (keep it out of the database)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_PRIVACY_", extra="ignore")
+
+    secret: SecretStr = SecretStr("medkb-dev-secret-change-me")
+
+
+class APISettings(BaseSettings):
+    """MEDKB_API_*: the HTTP service."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_000_000
+    require_auth: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything medkb is configured with. Build it once with ``Settings()`` at the edge."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    api: APISettings = Field(default_factory=APISettings)
+    log_level: str = "INFO"
+
+    def with_database(self, url: str | None) -> "Settings":
+        """A copy pointing at another database URL (the CLI's ``--db``)."""
+        if not url:
+            return self
+        return self.model_copy(update={"database": self.database.model_copy(update={"url": url})})
