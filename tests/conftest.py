@@ -86,3 +86,11 @@ def sqlite_store(tmp_path: Path) -> Iterator[KnowledgeStore]:
 @pytest.fixture
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default embedding model (all-MiniLM-L6-v2 from its PyPI package), loaded once."""
+    from medkb.kb.embeddings import load_embedder
+
+    return load_embedder("all-MiniLM-L6-v2")
