@@ -60,6 +60,10 @@ class RetrievalSettings(BaseSettings):
     candidates: int = 100
     mmr_lambda: float | None = None
     graph_hops: int = 2
+    fusion: str = "rrf"  # rrf | zscore (CombSUM of per-generator z-scores)
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    dedup_threshold: float = 0.9  # Jaccard of word 3-shingles above which a hit repeats a better one
 
 
 class PrivacySettings(BaseSettings):

@@ -1,0 +1,33 @@
+"""Append-only audit rows for every access to patient data (the database refuses UPDATE/DELETE on them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+
+from medkb.api.auth import Principal
+from medkb.kb import models as m
+from medkb.kb.store import KnowledgeStore
+
+
+def record(
+    store: KnowledgeStore, who: Principal, action: str, *, endpoint: str, patient_id: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Write one audit row in its own transaction, before the data is handed out."""
+    with store.engine.begin() as c:
+        c.execute(m.AuditLog.__table__.insert().values(
+            tenant_id=who.tenant_id, at=dt.datetime.now(dt.UTC).replace(tzinfo=None), actor=who.key_id,
+            role=who.role, action=action, endpoint=endpoint, patient_id=patient_id, detail=detail or {},
+        ))
+
+
+def rows(store: KnowledgeStore, tenant_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
+    t = m.AuditLog.__table__
+    q = select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.id)
+    if patient_id:
+        q = q.where(t.c.patient_id == patient_id)
+    with store.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(q)]

@@ -1,0 +1,180 @@
+"""Post-generation citation check: split sentences, each must cite evidence that supports it, else it is flagged."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NO_EVIDENCE_EN = "The knowledge base has no evidence for this question, so no answer is given."
+NO_EVIDENCE_ZH = "知识库中没有与此问题相关的证据，因此不作回答。"
+UNSUPPORTED_TAG = "[unsupported]"
+
+_CITE = re.compile(r"\[(\d+(?:\s*[,;，、]\s*\d+)*)\]")
+# A sentence ends at . ! ? (followed by space/end) or at Chinese 。！？ (no space needed).
+_SENT_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_STOP = frozenset("""a an the and or but if then of to in on at by for with from as is are was were be been being
+this that these those it its it's their there which who whom what when where why how not no yes can could may
+might should would will shall do does did has have had than such also more most less least very into over under
+between among about after before during while both each other some any all only same so because however therefore
+thus patients patient study studies results result used using use based shown show showed compared""".split())
+
+
+def detect_language(text: str) -> str:
+    """'zh' when Chinese characters dominate the letters, else 'en'."""
+    cjk = len(_CJK.findall(text))
+    latin = len(re.findall(r"[A-Za-z]", text))
+    return "zh" if cjk and cjk * 3 >= latin else "en"
+
+
+def no_evidence_message(lang: str) -> str:
+    return NO_EVIDENCE_ZH if lang == "zh" else NO_EVIDENCE_EN
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENT_END.split(text) if s and s.strip()]
+
+
+def cited_numbers(sentence: str) -> list[int]:
+    out: list[int] = []
+    for group in _CITE.findall(sentence):
+        for n in re.split(r"[,;，、\s]+", group):
+            if n.isdigit() and int(n) not in out:
+                out.append(int(n))
+    return out
+
+
+def strip_citations(sentence: str) -> str:
+    return re.sub(r"\s+([.,;:!?。])", r"\1", _CITE.sub("", sentence)).strip()
+
+
+def content_terms(text: str) -> set[str]:
+    """Content words (English, crudely stemmed) and character bigrams (Chinese), for overlap checks."""
+    low = text.lower()
+    words = {_stem(w) for w in _WORD.findall(low) if w not in _STOP and (len(w) > 2 or w.isdigit())}
+    han = "".join(_CJK.findall(low))
+    return words | {han[i : i + 2] for i in range(len(han) - 1)}
+
+
+def _stem(w: str) -> str:
+    for suf in ("ations", "ation", "ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
+        if len(w) > len(suf) + 3 and w.endswith(suf):
+            return w[: -len(suf)]
+    return w
+
+
+def overlap(claim: str, evidence: str) -> float:
+    """Share of the claim's content terms that the evidence contains (1.0 when the claim has none)."""
+    terms = content_terms(strip_citations(claim))
+    if not terms:
+        return 0.0
+    return len(terms & content_terms(evidence)) / len(terms)
+
+
+@dataclass
+class SentenceCheck:
+    text: str
+    citations: list[int]
+    supported: bool
+    score: float
+    reason: str
+
+
+@dataclass
+class Verified:
+    """The checked answer: supported sentences as written, unsupported ones flagged, and which [n] were used."""
+
+    text: str
+    sentences: list[SentenceCheck] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[str]:
+        return [s.text for s in self.sentences if not s.supported]
+
+
+class CitationChecker:
+    """A sentence is supported when it cites at least one evidence item [n] that exists and either shares
+    at least ``min_overlap`` of its content words or (with an embedder) is cosine-similar to it."""
+
+    def __init__(
+        self, evidence: Sequence[str], *, embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+        min_overlap: float = 0.5, min_cosine: float = 0.6,
+    ) -> None:
+        self.evidence = list(evidence)
+        self.embed = embed
+        self.min_overlap, self.min_cosine = min_overlap, min_cosine
+        self._evec: np.ndarray | None = None
+
+    def _cosine(self, sentence: str, idx: list[int]) -> float:
+        if self.embed is None or not idx:
+            return 0.0
+        if self._evec is None:
+            self._evec = self.embed(self.evidence)
+        s = self.embed([strip_citations(sentence)])[0]
+        return float(max(self._evec[i] @ s for i in idx))
+
+    def check(self, sentence: str) -> SentenceCheck:
+        nums = cited_numbers(sentence)
+        valid = [n for n in nums if 1 <= n <= len(self.evidence)]
+        if not nums:
+            return SentenceCheck(sentence, [], False, 0.0, "cites no evidence")
+        if not valid:
+            return SentenceCheck(sentence, nums, False, 0.0, "cites evidence that does not exist")
+        best = max(overlap(sentence, self.evidence[n - 1]) for n in valid)
+        if best >= self.min_overlap:
+            return SentenceCheck(sentence, valid, True, best, "lexical overlap")
+        cos = self._cosine(sentence, [n - 1 for n in valid])
+        if cos >= self.min_cosine:
+            return SentenceCheck(sentence, valid, True, cos, "embedding similarity")
+        return SentenceCheck(sentence, valid, False, max(best, cos), "cited evidence does not support it")
+
+    @staticmethod
+    def render(c: SentenceCheck) -> str:
+        return c.text if c.supported else f"{UNSUPPORTED_TAG} {strip_citations(c.text)}"
+
+    def verify(self, answer: str) -> Verified:
+        checks = [self.check(s) for s in split_sentences(answer)]
+        used: list[int] = []
+        for c in checks:
+            if c.supported:
+                used.extend(n for n in c.citations if n not in used)
+        return Verified(" ".join(self.render(c) for c in checks), checks, sorted(used))
+
+
+class SentenceStream:
+    """Feeds streamed tokens in, hands out whole checked sentences as soon as each one ends."""
+
+    def __init__(self, checker: CitationChecker) -> None:
+        self.checker = checker
+        self.buf = ""
+        self.checks: list[SentenceCheck] = []
+
+    def feed(self, token: str) -> list[str]:
+        self.buf += token
+        ends = [mt.end() for mt in _SENT_END.finditer(self.buf) if mt.end() < len(self.buf)]
+        if not ends:
+            return []
+        # Everything before the last boundary is complete; what follows may still be growing.
+        done, self.buf = self.buf[: ends[-1]], self.buf[ends[-1] :]
+        return [self._emit(s) for s in split_sentences(done)]
+
+    def close(self) -> list[str]:
+        rest, self.buf = self.buf.strip(), ""
+        return [self._emit(rest)] if rest else []
+
+    def _emit(self, sentence: str) -> str:
+        c = self.checker.check(sentence)
+        self.checks.append(c)
+        return self.checker.render(c)
+
+    def result(self) -> Verified:
+        used: list[int] = []
+        for c in self.checks:
+            if c.supported:
+                used.extend(n for n in c.citations if n not in used)
+        return Verified(" ".join(self.checker.render(c) for c in self.checks), list(self.checks), sorted(used))

@@ -1,0 +1,75 @@
+"""POST /v1/chat/completions (OpenAI-compatible, stream and not) and GET /v1/models, over the same answer pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from medkb.api.app import error_body
+from medkb.api.chat import count, start
+from medkb.api.deps import PrincipalDep, ServiceDep
+from medkb.api.schemas import ERRORS, CompletionRequest
+from medkb.errors import MedkbError
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+STREAM_DOC = {200: {"content": {"application/json": {}, "text/event-stream": {}},
+                    "description": "A chat.completion, or with `stream: true` chat.completion.chunk events "
+                    "ending in `data: [DONE]`."}}
+
+
+def _usage(prompt: str, answer: str) -> dict[str, int]:
+    # Word counts, not a tokenizer's: medkb cannot know every model's tokenizer; clients only display this.
+    p, c = len(prompt.split()), len(answer.split())
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+@router.get("/models")
+def models(who: PrincipalDep, svc: ServiceDep) -> dict[str, Any]:
+    """The one model medkb serves (grounded answers over its knowledge base)."""
+    return {"object": "list", "data": [{"id": "medkb", "object": "model", "created": 0, "owned_by": "medkb"}]}
+
+
+@router.post("/chat/completions", responses={**ERRORS, **STREAM_DOC})
+def chat_completions(body: CompletionRequest, who: PrincipalDep, svc: ServiceDep, request: Request) -> Any:
+    """OpenAI chat.completions: citations are [n] in the text and listed in the extra `citations` field
+    (plus `safety_notes` and `medkb_mode`). medkb extensions `patient_id` and `filters` go in the body."""
+    engine, prepared, history = start(svc, who, body.messages, body.patient_id, body.filters, request.url.path)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if not body.stream:
+        final = engine.answer(prepared, history)
+        count(svc, final)
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": final["answer"]},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": _usage(prepared.question, final["answer"]),
+            "citations": final["citations"], "safety_notes": final["safety_notes"], "medkb_mode": final["mode"],
+        }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+
+    def events() -> Iterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        try:
+            for kind, payload in engine.events(prepared, history):
+                if kind == "token":
+                    yield chunk({"content": payload["text"]})
+                elif kind == "final":
+                    count(svc, payload)
+                    yield chunk({}, "stop", citations=payload["citations"], safety_notes=payload["safety_notes"],
+                                medkb_mode=payload["mode"])
+        except MedkbError as exc:
+            yield f"data: {json.dumps(error_body(type(exc).__name__, exc.message))}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

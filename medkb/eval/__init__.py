@@ -1,0 +1,1 @@
+"""Offline evaluation harness: BEIR retrieval, MIRAGE/PubMedQA QA, reports, comparisons, pinned baselines."""

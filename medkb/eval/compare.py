@@ -1,0 +1,91 @@
+"""Compare two run JSON files metric by metric and flag regressions beyond a tolerance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medkb.errors import BadRecord, InvalidInput, NotFound
+
+QUALITY = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+LATENCY = ("latency_ms_p50", "latency_ms_p95")
+
+
+@dataclass(frozen=True)
+class Delta:
+    mode: str
+    metric: str
+    a: float | None
+    b: float | None
+    regression: bool
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(f"run file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadRecord(str(p), f"not JSON: {exc.msg}", line=exc.lineno) from None
+    if not isinstance(data, dict) or not isinstance(data.get("modes"), dict):
+        raise BadRecord(str(p), "not a medkb eval run (no 'modes' object)", field="modes")
+    for mode, metrics in data["modes"].items():
+        if not isinstance(metrics, dict):
+            raise BadRecord(str(p), "expected an object of metrics", field=f"modes.{mode}")
+        for k, v in metrics.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise BadRecord(str(p), f"metric value {v!r} is not a number", field=f"modes.{mode}.{k}")
+    return data
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], *, tolerance: float = 0.01,
+            latency_tolerance: float | None = None) -> list[Delta]:
+    """B against A for every mode and metric either has. A quality metric regresses when B is lower than A
+    by more than ``tolerance`` (absolute); latency regresses when B is slower by more than
+    ``latency_tolerance`` (relative, e.g. 0.5 = 50 %; None = never flagged, latency is machine-dependent)."""
+    if tolerance < 0:
+        raise InvalidInput(f"--tolerance must be >= 0 (got {tolerance})")
+    out: list[Delta] = []
+    modes = list(dict.fromkeys([*a["modes"], *b["modes"]]))
+    for mode in modes:
+        ma, mb = a["modes"].get(mode, {}), b["modes"].get(mode, {})
+        names = [n for n in dict.fromkeys([*ma, *mb]) if n != "queries"]
+        for name in names:
+            va, vb = ma.get(name), mb.get(name)
+            reg = False
+            if va is not None and vb is not None:
+                if name in LATENCY:
+                    reg = latency_tolerance is not None and vb > va * (1 + latency_tolerance)
+                else:
+                    reg = vb < va - tolerance - 1e-12
+            elif va is not None and name not in LATENCY:
+                reg = True  # a metric (or a whole mode) that disappeared counts as a regression
+            out.append(Delta(mode, name, va, vb, reg))
+    return out
+
+
+def comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Warnings when the runs differ in what they measured (dataset, model, query count)."""
+    warn = []
+    if a.get("dataset") != b.get("dataset"):
+        warn.append(f"different datasets: {a.get('dataset')} vs {b.get('dataset')}")
+    ca, cb = a.get("config", {}), b.get("config", {})
+    for key in ("embedding_model", "split", "queries", "k"):
+        if ca.get(key) != cb.get(key):
+            warn.append(f"different {key}: {ca.get(key)} vs {cb.get(key)}")
+    return warn
+
+
+def format_table(deltas: list[Delta]) -> list[list[str]]:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    return [[d.mode, d.metric, f(d.a), f(d.b), "-" if d.diff is None else f"{d.diff:+.4f}",
+             "REGRESSION" if d.regression else ""] for d in deltas]

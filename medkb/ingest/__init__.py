@@ -1,0 +1,1 @@
+"""Ingestion: parsers, chunking, de-identification and the pipelines that fill the knowledge base."""

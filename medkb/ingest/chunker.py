@@ -1,0 +1,141 @@
+"""Structure-aware chunking: sections, then sentences (English and Chinese), then a token budget with overlap."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# all-MiniLM-L6-v2 truncates at 256 word pieces; staying near 200 estimated tokens leaves room for the
+# estimate's error and the special tokens, so nothing a chunk says is silently cut off by the model.
+DEFAULT_MAX_TOKENS = 200
+DEFAULT_OVERLAP = 32
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef"
+_CJK_RE = re.compile(f"[{_CJK}]")
+_LATIN_RE = re.compile(r"[A-Za-z]")
+# A token for the estimate: one CJK character, one run of letters/digits, or one other symbol.
+_TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W_]+|[^\\s]", re.UNICODE)
+# Sentence ends: Chinese full stop/exclamation/question (no space follows them), or Latin .!? + space
+# + something that starts a sentence. Closing quotes/brackets stay with their sentence.
+_SENT_END_RE = re.compile(
+    r"[。！？!?]+[”’」』）)\"']*"
+    r"|(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[\u4e00-\u9fff])"
+    r"|\n\s*\n"
+)
+# Units an over-long sentence may be cut between: a whole whitespace-free run, or one CJK character.
+_UNIT_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text under one heading (or one PDF page); ``offset`` is where it starts in the document."""
+
+    text: str
+    title: str | None = None
+    page: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One chunk before embedding: its text is exactly ``document_text[start:end]``."""
+
+    text: str
+    section: str | None
+    start: int
+    end: int
+    tokens: int
+    page: int | None
+
+
+def detect_language(text: str, threshold: float = 0.25) -> str:
+    """``zh`` when CJK characters are at least ``threshold`` of the letters, else ``en``.
+
+    The threshold is low because Chinese clinical text is full of Latin abbreviations and drug names."""
+    sample = text[:20000]
+    cjk = len(_CJK_RE.findall(sample))
+    latin = len(_LATIN_RE.findall(sample))
+    return "zh" if cjk and cjk / (cjk + latin) >= threshold else "en"
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, slightly pessimistic estimate of BERT word pieces (long words split into several)."""
+    n = 0
+    for t in _TOKEN_RE.findall(text):
+        n += 1 if len(t) <= 6 else 1 + (len(t) - 3) // 4
+    return n
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence or paragraph, surrounding whitespace excluded."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in _SENT_END_RE.finditer(text):
+        end = m.end() if not m.group().isspace() else m.start()
+        _add_trimmed(text, pos, end, spans)
+        pos = m.end()
+    _add_trimmed(text, pos, len(text), spans)
+    return spans
+
+
+def _add_trimmed(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end > start:
+        out.append((start, end))
+
+
+def _split_long(text: str, start: int, end: int, max_tokens: int) -> list[tuple[int, int]]:
+    """Cut one over-long sentence at word boundaries (or between CJK characters), never inside one."""
+    out: list[tuple[int, int]] = []
+    units = [(m.start() + start, m.end() + start) for m in _UNIT_RE.finditer(text[start:end])]
+    if not units:
+        return [(start, end)]
+    cur_start, cur_tokens, last_end = units[0][0], 0, units[0][0]
+    for us, ue in units:
+        t = estimate_tokens(text[us:ue])
+        if cur_tokens + t > max_tokens and cur_tokens > 0:
+            out.append((cur_start, last_end))
+            cur_start, cur_tokens = us, 0
+        cur_tokens += t
+        last_end = ue
+    out.append((cur_start, last_end))
+    return out
+
+
+def chunk_sections(
+    sections: list[Section], max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP
+) -> list[Piece]:
+    """Pack whole sentences into chunks of at most ``max_tokens``; consecutive chunks of a section share
+    up to ``overlap`` tokens of trailing sentences. Chunks never cross a section boundary."""
+    pieces: list[Piece] = []
+    for sec in sections:
+        sents: list[tuple[int, int, int]] = []
+        for s, e in sentence_spans(sec.text):
+            t = estimate_tokens(sec.text[s:e])
+            if t > max_tokens:
+                sents.extend((a, b, estimate_tokens(sec.text[a:b])) for a, b in _split_long(sec.text, s, e, max_tokens))
+            else:
+                sents.append((s, e, t))
+        i = 0
+        while i < len(sents):
+            j, total = i, 0
+            while j < len(sents) and (total + sents[j][2] <= max_tokens or j == i):
+                total += sents[j][2]
+                j += 1
+            start, end = sents[i][0], sents[j - 1][1]
+            pieces.append(Piece(
+                text=sec.text[start:end], section=sec.title, start=sec.offset + start,
+                end=sec.offset + end, tokens=total, page=sec.page,
+            ))
+            if j >= len(sents):
+                break
+            # Step back over trailing sentences that fit in the overlap, but always make progress.
+            k, back = j, 0
+            while k - 1 > i and back + sents[k - 1][2] <= overlap:
+                k -= 1
+                back += sents[k][2]
+            i = k
+    return pieces

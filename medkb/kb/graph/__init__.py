@@ -1,0 +1,1 @@
+"""The knowledge graph: relation vocabulary, entity linking, traversal and safety facts over the edge tables."""

@@ -1,0 +1,151 @@
+"""Lexical generator: a bm25s index over chunk texts (English stemming, jieba for Chinese), filtered in scoring."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from medkb.kb import models as m
+from medkb.kb.filters import SearchFilters
+from medkb.kb.store import KnowledgeStore
+from medkb.retrieval.types import Candidate
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"[\u3400-\u9fff]+|[a-z0-9]+(?:'[a-z]+)?")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# Frequent Chinese function words: they match everywhere and only add noise to scores.
+_ZH_STOP = frozenset("的 了 和 是 在 有 与 及 或 等 中 对 为 以 上 下 也 就 都 而 被 把 之 其 这 那 什么 哪些 如何 怎么 吗 呢".split())
+
+
+class Tokenizer:
+    """Lower-case word tokens; English stop words dropped and Snowball-stemmed; Chinese runs segmented."""
+
+    def __init__(self) -> None:
+        import Stemmer
+        from bm25s.stopwords import STOPWORDS_EN
+
+        self._stop = frozenset(STOPWORDS_EN)
+        self._local = threading.local()  # PyStemmer objects are not safe to share between threads
+        self._make = lambda: Stemmer.Stemmer("english")
+
+    def _stemmer(self):  # type: ignore[no-untyped-def]
+        st = getattr(self._local, "stemmer", None)
+        if st is None:
+            st = self._local.stemmer = self._make()
+        return st
+
+    def __call__(self, text: str) -> list[str]:
+        words: list[str] = []
+        out: list[str] = []
+        for tok in _TOKEN.findall(text.lower()):
+            if _CJK.match(tok):
+                import jieba  # imported only when Chinese text shows up (it takes a second to load)
+
+                out.extend(w for w in jieba.lcut(tok) if w.strip() and w not in _ZH_STOP)
+            elif tok not in self._stop and (len(tok) > 1 or tok.isdigit()):
+                words.append(tok)
+        return self._stemmer().stemWords(words) + out
+
+
+@dataclass
+class _Index:
+    generation: int
+    ids: np.ndarray  # chunk id per index row, ascending
+    model: object | None  # bm25s.BM25, None when there is nothing to index
+
+
+class BM25Generator:
+    """One in-memory bm25s index per knowledge base, rebuilt lazily when ``store.generation()`` moves.
+
+    Filters are applied inside scoring: every row the filters hide gets score 0 before the top-k
+    is taken (what bm25s' ``weight_mask`` does), so a filtered query still gets its full ``n``.
+    """
+
+    name = "bm25"
+
+    def __init__(self, store: KnowledgeStore, *, k1: float = 1.2, b: float = 0.75,
+                 with_title: bool = True) -> None:
+        self.store = store
+        self.k1, self.b, self.with_title = k1, b, with_title
+        self.tokenize = Tokenizer()
+        self._index: _Index | None = None
+        self._lock = threading.Lock()
+        self._masks: dict[tuple[int, SearchFilters], np.ndarray] = {}
+
+    def _rows(self) -> tuple[np.ndarray, list[str]]:
+        q = (
+            select(m.Chunk.id, m.Chunk.text, m.Chunk.section, m.Document.title)
+            .join(m.Document, m.Document.id == m.Chunk.document_id)
+            .order_by(m.Chunk.id)
+        )
+        with self.store.engine.connect() as c:
+            rows = c.execute(q).all()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        texts = [
+            " ".join(p for p in ((r[3] if self.with_title else ""), r[2] or "", r[1]) if p) for r in rows
+        ]
+        return ids, texts
+
+    def index(self) -> _Index:
+        """The index for the store's current generation (built on first use after any write)."""
+        gen = self.store.generation()
+        cur = self._index
+        if cur is not None and cur.generation == gen:
+            return cur
+        with self._lock:
+            cur = self._index
+            if cur is not None and cur.generation == gen:
+                return cur
+            ids, texts = self._rows()
+            corpus = [self.tokenize(t) for t in texts]
+            model = None
+            if any(corpus):
+                import bm25s
+
+                model = bm25s.BM25(k1=self.k1, b=self.b)
+                model.index(corpus, show_progress=False)
+            self._index = _Index(gen, ids, model)
+            self._masks.clear()
+            log.debug("bm25 index built: %d chunks, generation %d", ids.size, gen)
+            return self._index
+
+    def _mask(self, idx: _Index, filters: SearchFilters) -> np.ndarray:
+        key = (idx.generation, filters)
+        mask = self._masks.get(key)
+        if mask is None:
+            allowed = self.store.allowed_chunk_ids(filters)
+            mask = np.isin(idx.ids, allowed, assume_unique=True)
+            if len(self._masks) > 64:
+                self._masks.clear()
+            self._masks[key] = mask
+        return mask
+
+    def scores(self, query: str, filters: SearchFilters) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, scores) over the whole index, 0 where the filters hide a chunk."""
+        idx = self.index()
+        if idx.model is None or idx.ids.size == 0:
+            return idx.ids, np.zeros(idx.ids.size, dtype=np.float32)
+        tokens = self.tokenize(query)
+        scores = np.asarray(idx.model.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]
+        return idx.ids, np.where(self._mask(idx, filters), scores, 0.0).astype(np.float32)
+
+    def search(self, query: str, filters: SearchFilters, n: int) -> list[Candidate]:
+        ids, scores = self.scores(query, filters)
+        return top_candidates(ids, scores, n)
+
+
+def top_candidates(ids: np.ndarray, scores: np.ndarray, n: int) -> list[Candidate]:
+    """The ``n`` best positive scores, best first, ties broken by chunk id (stable across runs)."""
+    pos = np.flatnonzero(scores > 0)
+    if pos.size == 0 or n <= 0:
+        return []
+    if pos.size > n:
+        pos = pos[np.argpartition(-scores[pos], n - 1)[:n]]
+    pos = pos[np.lexsort((ids[pos], -scores[pos]))]
+    return [Candidate(int(ids[i]), float(scores[i])) for i in pos]

@@ -1,0 +1,140 @@
+"""Graph generator: query entities → personalised PageRank over the edge tables → chunks that mention them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Any
+
+from sqlalchemy import select
+
+from medkb.kb import models as m
+from medkb.kb.filters import SearchFilters, document_clause
+from medkb.kb.store import KnowledgeStore
+from medkb.retrieval.types import Candidate
+
+log = logging.getLogger(__name__)
+
+# Paths are looked up for the best-reached entities only: each lookup walks the graph.
+_MAX_PATHS = 10
+
+
+class GraphGenerator:
+    """Returns nothing when the graph package is absent or no entity dictionary is loaded."""
+
+    name = "graph"
+
+    def __init__(self, store: KnowledgeStore, *, hops: int = 2, top_entities: int = 50) -> None:
+        self.store = store
+        self.hops, self.top_entities = hops, top_entities
+        self._lock = threading.Lock()
+        self._names_key: tuple[int, int] | None = None
+        self._has_names = False
+
+    def _available(self) -> bool:
+        """True when the graph package is installed and some entity names are loaded (checked per write)."""
+        key = (self.store.generation(), self.store.count("entity_names"))
+        with self._lock:
+            if key != self._names_key:
+                try:
+                    import medkb.kb.graph.linker  # noqa: F401
+                    import medkb.kb.graph.traversal  # noqa: F401
+                except ImportError:
+                    log.debug("graph package not available; graph generator is off")
+                    self._has_names = False
+                else:
+                    self._has_names = key[1] > 0
+                self._names_key = key
+            return self._has_names
+
+    def _view(self, tenant_id: str) -> Any:
+        from medkb.kb.graph.traversal import GraphView
+
+        return GraphView(self.store, tenant_id)
+
+    def link(self, query: str, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        if not self._available():
+            return []
+        from medkb.kb.graph.linker import EntityLinker
+
+        linker = EntityLinker.load(self.store, tenant_id)  # cached by the linker until names change
+        seen: dict[int, dict[str, Any]] = {}
+        for e in linker.link(query):
+            seen.setdefault(int(e.entity_id), {
+                "entity_id": int(e.entity_id), "name": e.name, "type": e.type,
+                "codes": dict(e.codes or {}), "surface": e.surface, "start": e.start, "end": e.end,
+            })
+        return list(seen.values())
+
+    def search(self, query: str, filters: SearchFilters, n: int,
+               linked: list[dict[str, Any]] | None = None) -> list[Candidate]:
+        linked = self.link(query, filters.tenant_id) if linked is None else linked
+        if not linked or not self._available():
+            return []
+        view = self._view(filters.tenant_id)
+        seeds = [e["entity_id"] for e in linked]
+        ppr: dict[int, float] = dict(view.personalized_pagerank(seeds, hops=self.hops, top=self.top_entities))
+        # A chunk naming a query entity outranks one reached through a hop, whatever PageRank says.
+        top = max(ppr.values(), default=1.0)
+        for s in seeds:
+            ppr[s] = 2.0 * top
+        if not ppr:
+            return []
+        q = (
+            select(m.Mention.chunk_id, m.Mention.entity_id, m.Mention.count)
+            .join(m.Chunk, m.Chunk.id == m.Mention.chunk_id)
+            .join(m.Document, m.Document.id == m.Chunk.document_id)
+            .where(m.Mention.entity_id.in_(list(ppr)), document_clause(filters))
+        )
+        with self.store.engine.connect() as c:
+            rows = c.execute(q).all()
+        score: dict[int, float] = {}
+        best: dict[int, tuple[float, int]] = {}
+        for cid, eid, cnt in rows:
+            s = ppr[eid] * (1.0 + 0.5 * math.log(max(cnt or 1, 1)))
+            score[cid] = score.get(cid, 0.0) + s
+            if cid not in best or s > best[cid][0]:
+                best[cid] = (s, eid)
+        ranked = sorted(score, key=lambda c: (-score[c], c))[:n]
+        names = self._names({best[c][1] for c in ranked} | set(seeds))
+        paths = self._paths(view, seeds, [best[c][1] for c in ranked], names)
+        return [
+            Candidate(c, score[c], {"entity_id": best[c][1], "entity": names.get(best[c][1]),
+                                    "path": paths.get(best[c][1])})
+            for c in ranked
+        ]
+
+    def _names(self, ids: set[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        with self.store.engine.connect() as c:
+            return {i: n for i, n in c.execute(select(m.Entity.id, m.Entity.name).where(m.Entity.id.in_(ids)))}
+
+    def _paths(self, view: Any, seeds: list[int], targets: list[int],
+               names: dict[int, str]) -> dict[int, list[str]]:
+        """Seed → reached entity as entity names: the reason a chunk came out of the graph."""
+        out: dict[int, list[str]] = {}
+        for t in dict.fromkeys(targets):
+            if len(out) >= _MAX_PATHS:
+                break
+            if t in seeds:
+                out[t] = [names.get(t, str(t))]
+                continue
+            for s in seeds:
+                try:
+                    p = view.path(s, t, max_hops=max(self.hops, 1))
+                except Exception:  # noqa: BLE001 - a missing path must not fail the search
+                    p = None
+                if p is not None:
+                    out[t] = _render(p)
+                    break
+        return out
+
+
+def _render(p: Any) -> list[str]:
+    """A GraphPath as alternating names and relations: ["metformin", "treats", "type 2 diabetes"]."""
+    out = [p.nodes[0].name]
+    for e, n in zip(p.edges, p.nodes[1:]):
+        out += [e.relation, n.name]
+    return out

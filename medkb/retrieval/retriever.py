@@ -1,0 +1,181 @@
+"""The Retriever: runs the generators concurrently under one filter object, fuses, de-duplicates, traces."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from medkb.errors import InvalidInput
+from medkb.kb.embeddings import Embedder, load_embedder
+from medkb.kb.filters import SearchFilters
+from medkb.kb.store import KnowledgeStore
+from medkb.retrieval.bm25 import BM25Generator
+from medkb.retrieval.dense import DenseGenerator
+from medkb.retrieval.fusion import FUSIONS, Reranker, fuse, mmr, near_duplicates
+from medkb.retrieval.graph import GraphGenerator
+from medkb.retrieval.patient import PatientGenerator
+from medkb.retrieval.trace import build_trace
+from medkb.retrieval.types import MODES, Candidate, Hit, SearchResult
+from medkb.settings import RetrievalSettings, Settings
+
+MAX_K = 1000
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+class Retriever:
+    """Build once per store (``build_retriever``) and share: indexes and caches live here."""
+
+    def __init__(self, store: KnowledgeStore, settings: Settings, *, embedder: Embedder | None = None,
+                 reranker: Reranker | None = None) -> None:
+        rs: RetrievalSettings = settings.retrieval
+        if rs.fusion not in FUSIONS:
+            raise InvalidInput(f"retrieval.fusion must be one of {', '.join(FUSIONS)}, not {rs.fusion!r}")
+        self.store, self.settings, self.rs = store, settings, rs
+        self.reranker = reranker
+        self.bm25 = BM25Generator(store, k1=rs.bm25_k1, b=rs.bm25_b)
+        self.dense = DenseGenerator(store)
+        self.graph = GraphGenerator(store, hops=rs.graph_hops)
+        self.patient = PatientGenerator(store)
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medkb-retrieval")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        rs = self.rs
+        return {"bm25": rs.bm25_weight, "dense": rs.dense_weight, "graph": rs.graph_weight,
+                "patient": rs.patient_weight}
+
+    @property
+    def embedder(self) -> Embedder:
+        """Loaded on first dense query (bm25-only searches never pay for loading a model)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                model, _ = self.store.embedding_info()
+                es = self.settings.embedding
+                self._embedder = load_embedder(model or es.model, es.batch_size, es.device)
+            return self._embedder
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def warm(self) -> None:
+        """Build the BM25 index and the store's vector matrix now rather than on the first query."""
+        self.bm25.index()
+        self.store.allowed_chunk_ids(SearchFilters())
+
+    def search(self, query: str, filters: SearchFilters | None = None, k: int = 10,
+               mode: str = "hybrid") -> SearchResult:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query: must be a non-empty string")
+        if mode not in MODES:
+            raise InvalidInput(f"mode: must be one of {', '.join(MODES)}, not {mode!r}")
+        if not 1 <= int(k) <= MAX_K:
+            raise InvalidInput(f"k: must be between 1 and {MAX_K}, not {k}")
+        filters = filters or SearchFilters()
+        t_all = time.perf_counter()
+        timings: dict[str, float] = {}
+        n = max(self.rs.candidates, k)
+        use = {
+            "bm25": mode in ("hybrid", "bm25"),
+            "dense": mode in ("hybrid", "dense"),
+            "graph": mode in ("hybrid", "graph") and self.rs.graph_weight > 0 or mode == "graph",
+            "patient": mode == "hybrid" and PatientGenerator.scope(filters) is not None,
+        }
+
+        def timed(name: str, fn: Any, *args: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                timings[name] = _ms(t0)
+
+        futures: dict[str, Future] = {}
+        linked_f: Future | None = None
+        # Lexical and graph work needs no vector, so it overlaps with embedding the query.
+        if use["bm25"]:
+            futures["bm25"] = self._pool.submit(timed, "bm25", self.bm25.search, query, filters, n)
+        if use["graph"]:
+            linked_f = self._pool.submit(timed, "link", self.graph.link, query, filters.tenant_id)
+        if use["patient"]:
+            facts_f = self._pool.submit(timed, "patient_facts", self.patient.facts, filters)
+        qvec: np.ndarray | None = None
+        if use["dense"] or use["patient"]:
+            qvec = timed("embed_query", self.embedder.embed_query, query)
+        if use["dense"]:
+            futures["dense"] = self._pool.submit(timed, "dense", self.dense.search, qvec, filters, n)
+        if use["patient"]:
+            futures["patient"] = self._pool.submit(timed, "patient", self.patient.search, qvec, filters, n)
+        linked = linked_f.result() if linked_f is not None else []
+        if use["graph"]:
+            futures["graph"] = self._pool.submit(timed, "graph", self.graph.search, query, filters, n, linked)
+        runs: dict[str, list[Candidate]] = {name: f.result() for name, f in futures.items()}
+
+        t0 = time.perf_counter()
+        if mode == "hybrid":
+            ranked = fuse(runs, self.weights, method=self.rs.fusion, k=self.rs.rrf_k)
+        else:
+            ranked = [(c.chunk_id, c.score) for c in runs.get(mode, [])]
+        timings["fuse"] = _ms(t0)
+
+        t0 = time.perf_counter()
+        hits = self._finish(query, ranked, runs, filters, k, mode)
+        timings["assemble"] = _ms(t0)
+        timings["total"] = _ms(t_all)
+        return SearchResult(
+            hits=hits, linked_entities=linked, timings=timings,
+            patient_facts=facts_f.result() if use["patient"] else [],
+        )
+
+    def _finish(self, query: str, ranked: list[tuple[int, float]], runs: dict[str, list[Candidate]],
+                filters: SearchFilters, k: int, mode: str) -> list[Hit]:
+        """Top ids → chunks, near-duplicates folded into the hit they repeat, optional MMR and rerank."""
+        depth = k * 3 if (self.rs.mmr_lambda is not None or self.reranker is not None) else k * 2
+        pool_ids = [cid for cid, _ in ranked[: max(depth, k + 10)]]
+        fused = dict(ranked)
+        # Same filters again: ids are already filtered, this only guards against a write in between.
+        chunks = self.store.get_chunks(pool_ids, filters)
+        dups = near_duplicates([c.text for c in chunks], self.rs.dedup_threshold)
+        kept, folded = [], {}
+        for c, d in zip(chunks, dups):
+            if d is None:
+                kept.append(c)
+            else:
+                folded.setdefault(_root(d, dups, chunks), []).append(c.id)
+        scores = [fused[c.id] for c in kept]
+        if self.rs.mmr_lambda is not None and len(kept) > k:
+            emb = self.embedder.embed_passages([c.text for c in kept])
+            order = mmr(scores, emb, k, self.rs.mmr_lambda)
+            kept, scores = [kept[i] for i in order], [scores[i] for i in order]
+        rerank: list[float] | None = None
+        if self.reranker is not None and kept:
+            rerank = [float(x) for x in self.reranker.score(query, [c.text for c in kept])]
+            order = sorted(range(len(kept)), key=lambda i: -rerank[i])  # type: ignore[index]
+            kept, scores, rerank = [kept[i] for i in order], [scores[i] for i in order], [rerank[i] for i in order]
+        method = self.rs.fusion if mode == "hybrid" else mode
+        out = []
+        for i, (c, s) in enumerate(zip(kept[:k], scores[:k])):
+            trace = build_trace(c.id, runs, fused_score=s, method=method, rank=i + 1,
+                                duplicates=folded.get(c.id, []),
+                                rerank_score=None if rerank is None else rerank[i])
+            out.append(Hit(chunk=c, score=float(rerank[i]) if rerank is not None else float(s), trace=trace))
+        return out
+
+
+def _root(j: int, dups: list[int | None], chunks: list[Any]) -> int:
+    while dups[j] is not None:
+        j = dups[j]  # type: ignore[assignment]
+    return chunks[j].id
+
+
+def build_retriever(store: KnowledgeStore, settings: Settings, *, embedder: Embedder | None = None,
+                    reranker: Reranker | None = None) -> Retriever:
+    """The retriever for ``store``, configured by ``settings.retrieval`` (weights, fusion, depths)."""
+    return Retriever(store, settings, embedder=embedder, reranker=reranker)
