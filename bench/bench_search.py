@@ -115,7 +115,12 @@ def main() -> None:
     ap.add_argument("--synthetic-db", default="/tmp/synth100k.db")
     ap.add_argument("--skip-bioasq", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch threads for query embedding (1 avoids thrashing a shared 2-core box)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
 
     if not args.skip_bioasq:
         from tune_bioasq import ingest, load_beir

@@ -52,7 +52,7 @@ class RetrievalSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEDKB_RETRIEVAL_", extra="ignore")
 
-    bm25_weight: float = 1.0
+    bm25_weight: float = 1.2  # tuned on bioasq-dev with z-score fusion (bench/tune_bioasq.py)
     dense_weight: float = 1.0
     graph_weight: float = 0.3
     patient_weight: float = 1.0
@@ -60,7 +60,7 @@ class RetrievalSettings(BaseSettings):
     candidates: int = 100
     mmr_lambda: float | None = None
     graph_hops: int = 2
-    fusion: str = "rrf"  # rrf | zscore (CombSUM of per-generator z-scores)
+    fusion: str = "zscore"  # zscore (CombSUM of per-generator z-scores; best on bioasq-dev) | rrf
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     dedup_threshold: float = 0.9  # Jaccard of word 3-shingles above which a hit repeats a better one

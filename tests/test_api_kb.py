@@ -68,15 +68,15 @@ def _subset_records(dst: Path, start: int, n: int) -> None:
 
 @functools.cache
 def build_kb() -> KB:
-    """Built once per test session (cache): ~25 abstracts, 6 + 4 patients, one ontology, keys."""
+    """Built once per test session (cache): 15 abstracts, 4 + 3 patients, one ontology, keys."""
     root = Path(tempfile.mkdtemp(prefix="medkb-api-"))
     settings = Settings().with_database(f"sqlite:///{root / 'kb.db'}")
     store = open_store(DatabaseSettings(url=settings.database.url))
     data = json.loads((DATA / "pubmedqa" / "pubmedqa_sample.json").read_text())
     docs = root / "docs.json"
-    docs.write_text(json.dumps(dict(list(data.items())[:25])))
-    _subset_records(root / "demo", 0, 6)
-    _subset_records(root / "other", 6, 4)
+    docs.write_text(json.dumps(dict(list(data.items())[:15])))
+    _subset_records(root / "demo", 0, 4)
+    _subset_records(root / "other", 4, 3)
     build_sample(settings, store=store, ontologies=("diseases-basic",), docs=docs, records=root / "demo",
                  key_file=root / "demo-key", say=lambda _: None)
     demo_key = (root / "demo-key").read_text().strip()

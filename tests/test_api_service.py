@@ -163,6 +163,10 @@ def test_limits_and_validation_errors(kb: KB, client: TestClient) -> None:
     big = chat("x" * (kb.settings.api.max_body_bytes + 10))
     r = client.post("/v1/chat", json=big, headers=h)
     assert r.status_code == 413 and r.json()["error"]["type"] == "PayloadTooLarge"
+    # A chunked upload (no Content-Length) is cut off while it is read.
+    chunks = iter([json.dumps(big).encode()[i : i + 65536] for i in range(0, len(json.dumps(big)), 65536)])
+    r = client.post("/v1/chat", content=chunks, headers={**h, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "PayloadTooLarge"
     for body, where in (({"messages": []}, "messages"), ({"query": "a", "k": 0}, "k"),
                         ({"query": "a", "filters": {"doc_types": ["memo"]}}, "doc_types"),
                         ({"query": "a", "bogus": 1}, "bogus")):

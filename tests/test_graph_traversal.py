@@ -64,14 +64,14 @@ def test_symptoms_of_type_2_diabetes(db) -> None:
 def test_k_hop_matches_networkx_on_the_whole_graph(db, whole_graph: nx.Graph) -> None:
     store = db[1]
     seed = entity_by_code(store, "ICD10CM", "E11.9").id
-    got = GraphView(store).neighbors([seed], hops=2)
+    got = GraphView(store, max_edges_per_hop=10**7).neighbors([seed], hops=2)  # no hub cap: exact
     want = nx.single_source_shortest_path_length(whole_graph, seed, cutoff=2)
     assert {n.entity.id: n.hops for n in got} == {k: v for k, v in want.items() if k != seed}
 
 
 def test_path_type_2_diabetes_to_lactic_acidosis(db, whole_graph: nx.Graph) -> None:
     store = db[1]
-    view = GraphView(store)
+    view = GraphView(store, max_edges_per_hop=10**7)  # no hub cap, so the path must be a shortest one
     a = view.find("type 2 diabetes")[0]
     b = view.find("lactic acidosis")[0]
     p = view.path(a.id, b.id)
@@ -81,6 +81,16 @@ def test_path_type_2_diabetes_to_lactic_acidosis(db, whole_graph: nx.Graph) -> N
     for x, y, e in zip(p.nodes, p.nodes[1:], p.edges):
         assert {e.source_id, e.target_id} == {x.id, y.id}
         assert e.provenance and e.source_name in {"hpo", "icd10cm", "diseases-basic", "cmekg", "drugs"}
+
+
+def test_hub_cap_bounds_each_hop_to_the_strongest_edges(db) -> None:
+    store = db[1]
+    seed = entity_by_code(store, "ICD10CM", "E11.9").id
+    full = GraphView(store, max_edges_per_hop=10**7).neighbors([seed], hops=2)
+    capped = GraphView(store, max_edges_per_hop=5).neighbors([seed], hops=2)
+    assert len(full) > len(capped) > 0
+    assert {n.entity.id for n in capped} <= {n.entity.id for n in full}
+    assert sum(1 for n in capped if n.hops == 1) <= 5
 
 
 def test_path_none_when_disconnected(db, whole_graph: nx.Graph) -> None:

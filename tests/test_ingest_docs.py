@@ -22,6 +22,11 @@ from medkb.settings import DatabaseSettings
 from tests.conftest import shared_data
 
 
+def visible_chunks(store: KnowledgeStore, filters: SearchFilters) -> list:  # type: ignore[type-arg]
+    """Chunks the filters let a query see (ids as Python ints: SQLite cannot bind numpy integers)."""
+    return store.get_chunks([int(i) for i in store.allowed_chunk_ids(filters)])
+
+
 @pytest.fixture(scope="module")
 def pubmedqa_store(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[tuple[KnowledgeStore, object]]:  # type: ignore[no-untyped-def]
     """All 1,000 PubMedQA abstracts ingested once for the module (the expensive part)."""
@@ -33,6 +38,7 @@ def pubmedqa_store(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterat
     store.close()
 
 
+@pytest.mark.slow
 def test_pubmedqa_stores_every_abstract_with_embeddings(pubmedqa_store) -> None:  # type: ignore[no-untyped-def]
     store, report = pubmedqa_store
     assert report.failed == [] and report.added == 1000 and report.unchanged == 0
@@ -44,6 +50,7 @@ def test_pubmedqa_stores_every_abstract_with_embeddings(pubmedqa_store) -> None:
     assert store.embedding_info() == ("all-MiniLM-L6-v2", 384)
 
 
+@pytest.mark.slow
 def test_pubmedqa_documents_keep_sections_and_metadata_but_not_the_answer(pubmedqa_store) -> None:  # type: ignore[no-untyped-def]
     store, _ = pubmedqa_store
     data = json.loads(shared_data("pubmedqa", "ori_pqal.json").read_text())
@@ -64,6 +71,7 @@ def test_pubmedqa_documents_keep_sections_and_metadata_but_not_the_answer(pubmed
         assert r["LONG_ANSWER"] not in texts
 
 
+@pytest.mark.slow
 def test_pubmedqa_rerun_is_unchanged_and_writes_nothing(pubmedqa_store, embedder) -> None:  # type: ignore[no-untyped-def]
     store, _ = pubmedqa_store
     gen, counts = store.generation(), store.stats()
@@ -83,6 +91,7 @@ def test_pubmedqa_rerun_is_unchanged_and_writes_nothing(pubmedqa_store, embedder
     assert store.generation() == gen and store.stats() == counts
 
 
+@pytest.mark.slow
 def test_dense_search_finds_an_abstract_from_its_own_sentence(pubmedqa_store, embedder) -> None:  # type: ignore[no-untyped-def]
     store, _ = pubmedqa_store
     data = json.loads(shared_data("pubmedqa", "ori_pqal.json").read_text())
@@ -177,7 +186,7 @@ def test_new_version_supersedes_and_a_change_replaces(sqlite_store: KnowledgeSto
     r3 = ingest_documents(sqlite_store, embedder, [f], source="who", doc_type="guideline", version="2")
     assert r3.replaced == 1 and sqlite_store.count("documents") == 2
     (v2,) = [d for d in sqlite_store.find_document("public", "who", "htn.md") if d["version"] == "2"]
-    chunks = sqlite_store.get_chunks(list(sqlite_store.allowed_chunk_ids(SearchFilters())))
+    chunks = visible_chunks(sqlite_store, SearchFilters())
     assert [c.text for c in chunks if c.document_id == v2["id"]] == ["Aim for a blood pressure below 120/80 mmHg."]
 
 
@@ -190,7 +199,7 @@ def test_html_boilerplate_is_stripped_and_headings_become_sections(sqlite_store,
                  "</main><footer>Copyright 2024</footer></body></html>", encoding="utf-8")
     report = ingest_documents(sqlite_store, embedder, [f], source="web")
     assert report.added == 1
-    chunks = sqlite_store.get_chunks(list(sqlite_store.allowed_chunk_ids(SearchFilters())))
+    chunks = visible_chunks(sqlite_store, SearchFilters())
     by_section = {c.section: c.text for c in chunks}
     assert by_section["Diagnosis"] == "Spirometry confirms reversible obstruction."
     assert "Inhaled corticosteroids." in by_section["Treatment"]
@@ -204,7 +213,7 @@ def test_pdf_keeps_page_numbers(sqlite_store, embedder, tmp_path) -> None:  # ty
     pdf = _two_page_pdf(tmp_path / "guide.pdf")
     report = ingest_documents(sqlite_store, embedder, [pdf], source="pdfs", doc_type="guideline")
     assert report.failed == [] and report.added == 1
-    chunks = sqlite_store.get_chunks(list(sqlite_store.allowed_chunk_ids(SearchFilters())))
+    chunks = visible_chunks(sqlite_store, SearchFilters())
     pages = {c.page: c.text for c in chunks}
     assert "Warfarin" in pages[1] and "Heparin" in pages[2]
 
@@ -239,3 +248,26 @@ def _two_page_pdf(path: Path) -> Path:
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
     path.write_bytes(bytes(out))
     return path
+
+
+def test_cli_sources_list_show_delete(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    f = tmp_path / "copd.md"
+    f.write_text("# COPD\n\nBronchodilators relieve breathlessness. Smoking cessation slows decline.\n")
+    runner = CliRunner()
+    added = runner.invoke(app, ["--db", db, "ingest", "docs", str(f), "--source", "gold", "--version", "2024"])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["--db", db, "sources", "list"])
+    assert listed.exit_code == 0 and "gold" in listed.output
+    shown = runner.invoke(app, ["--db", db, "sources", "show", "gold", "--json"])
+    info = json.loads(shown.output)
+    assert info["documents"] == 1 and info["versions"] == {"2024": 1} and info["recent"][0]["title"] == "COPD"
+    refused = runner.invoke(app, ["--db", db, "sources", "delete", "gold"], input="n\n")
+    assert refused.exit_code != 0
+    deleted = runner.invoke(app, ["--db", db, "sources", "delete", "gold", "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    store = open_store(DatabaseSettings(url=db))
+    try:
+        assert store.count("documents") == store.count("chunks") == 0 and store.list_sources() == []
+    finally:
+        store.close()

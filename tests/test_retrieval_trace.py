@@ -27,7 +27,7 @@ def kb(sqlite_store: KnowledgeStore, embedder):  # type: ignore[no-untyped-def]
 
 def test_trace_names_generators_ranks_and_the_rrf_score(kb, embedder) -> None:  # type: ignore[no-untyped-def]
     store, ids = kb
-    s = Settings(retrieval=RetrievalSettings(bm25_weight=1.5, dense_weight=0.5, rrf_k=10))
+    s = Settings(retrieval=RetrievalSettings(fusion="rrf", bm25_weight=1.5, dense_weight=0.5, rrf_k=10))
     r = build_retriever(store, s, embedder=embedder)
     res = r.search("which drug is first line for type 2 diabetes", SearchFilters(), k=3)
     top = res.hits[0]

@@ -167,6 +167,12 @@ class AnswerEngine:
             yield "token", {"text": sentence if first else " " + sentence}
             first = False
         verified = stream.result()
+        if not verified.used:
+            # Nothing the model wrote is backed by its citations: hand over the evidence itself, labelled.
+            fallback = render(p.question, p.evidence, p.lang, fallback=True)
+            yield "token", {"text": ("\n\n" if not first else "") + fallback}
+            verified.text = (verified.text + "\n\n" if verified.text else "") + fallback
+            verified.used = [e.n for e in p.evidence]
         ids = self._answer_entities(verified.text)
         if ids:
             extra = self.safety_notes(p.filters, ids | _entity_ids(p.linked_entities))

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -94,8 +94,12 @@ class LimitsAndMetrics:
         await resp({"type": "http"}, _empty_receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from inside the app's body read (chunked uploads without Content-Length); FastAPI re-raises
+    HTTPExceptions from body parsing, so it reaches the handler as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
 
 
 async def _empty_receive() -> Message:
@@ -139,7 +143,8 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body("HTTPError", str(exc.detail)), status_code=exc.status_code,
+        kind = "PayloadTooLarge" if exc.status_code == 413 else "HTTPError"
+        return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -35,8 +35,25 @@ def no_evidence_message(lang: str) -> str:
     return NO_EVIDENCE_ZH if lang == "zh" else NO_EVIDENCE_EN
 
 
+_LEAD = re.compile(r"^\s*(?:\[\d+(?:\s*[,;，、]\s*\d+)*\]\s*)+")
+
+
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENT_END.split(text) if s and s.strip()]
+    """Sentences; a citation written after the full stop ("… risk. [2]") stays with its sentence."""
+    out: list[str] = []
+    for part in (p.strip() for p in _SENT_END.split(text)):
+        if not part:
+            continue
+        lead = _LEAD.match(part)
+        if lead and out:
+            out[-1] += " " + lead.group(0).strip()
+            part = part[lead.end() :].strip()
+            if re.fullmatch(r"[.!?。！？]+", part):
+                out[-1] += part
+                continue
+        if part:
+            out.append(part)
+    return out
 
 
 def cited_numbers(sentence: str) -> list[int]:
@@ -157,11 +174,15 @@ class SentenceStream:
     def feed(self, token: str) -> list[str]:
         self.buf += token
         ends = [mt.end() for mt in _SENT_END.finditer(self.buf) if mt.end() < len(self.buf)]
-        if not ends:
-            return []
-        # Everything before the last boundary is complete; what follows may still be growing.
-        done, self.buf = self.buf[: ends[-1]], self.buf[ends[-1] :]
-        return [self._emit(s) for s in split_sentences(done)]
+        for end in reversed(ends):
+            # A sentence is complete once what follows it is neither empty nor (part of) its citation markers.
+            lead = _LEAD.match(self.buf[end:])
+            cut = end + (lead.end() if lead else 0)
+            rest = self.buf[cut:]
+            if rest.strip() and not rest.lstrip().startswith("["):
+                done, self.buf = self.buf[:cut], self.buf[cut:]
+                return [self._emit(s) for s in split_sentences(done)]
+        return []
 
     def close(self) -> list[str]:
         rest, self.buf = self.buf.strip(), ""

@@ -12,6 +12,9 @@ from medkb.kb.records import ChunkView
 LABEL_EN = ("Retrieved evidence — no answer was generated (no language model is configured). "
             "These are quotations from the knowledge base; read the cited sources.")
 LABEL_ZH = "检索到的证据——未生成回答（未配置语言模型）。以下为知识库原文摘录，请查阅所引来源。"
+FALLBACK_EN = ("Retrieved evidence — the generated text above is not supported by its citations; "
+               "these are quotations from the knowledge base.")
+FALLBACK_ZH = "检索到的证据——上面生成的文字没有得到其引用的支持；以下为知识库原文摘录。"
 FACTS_EN = "Facts from the patient's record:"
 FACTS_ZH = "患者记录中的事实："
 
@@ -69,9 +72,11 @@ def best_snippet(text: str, query: str, limit: int = 420) -> str:
     return out if len(out) <= limit + 200 else out[:limit].rsplit(" ", 1)[0] + " …"
 
 
-def render(query: str, evidence: Sequence[Evidence], lang: str) -> str:
-    """The evidence-mode answer: a label, then each passage quoted with its [n], then patient facts."""
-    lines = [LABEL_ZH if lang == "zh" else LABEL_EN, ""]
+def render(query: str, evidence: Sequence[Evidence], lang: str, fallback: bool = False) -> str:
+    """The evidence-mode answer: a label, then each passage quoted with its [n], then patient facts.
+    ``fallback``: shown after a generated answer none of whose sentences its citations support."""
+    label = (FALLBACK_ZH if lang == "zh" else FALLBACK_EN) if fallback else (LABEL_ZH if lang == "zh" else LABEL_EN)
+    lines = [label, ""]
     for e in evidence:
         if e.chunk is None:
             continue

@@ -43,6 +43,8 @@ class Generator:
             raise ValueError("no LLM model configured (evidence mode)")
         self.settings = settings
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        # litellm logs every call at INFO on its own stdout handler (model names, sometimes prompts): keep it quiet.
+        logging.getLogger("LiteLLM").setLevel(logging.WARNING)
 
     @property
     def model(self) -> str:

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option(help="Passages to retrieve.")] = 8,
         json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
-        """Answer from the knowledge base with [n] citations; with no LLM configured, show the cited evidence.
+        """Answer from the knowledge base with numbered citations; with no LLM configured, show the cited evidence.
 
         Example: medkb ask "Is methylprednisolone used for multiple sclerosis relapses?" --tenant demo
         """

@@ -13,7 +13,7 @@ from rich.table import Table
 from medkb.cli.context import get_ctx
 from medkb.errors import NotFound
 from medkb.kb.graph.relations import check_relation, check_type
-from medkb.kb.graph.traversal import EntityInfo, GraphView
+from medkb.kb.graph.traversal import EntityInfo, GraphView, edge_dict
 
 console = Console()
 graph_app = typer.Typer(help="Explore the knowledge graph (entities, relations, paths).", no_args_is_help=True)
@@ -58,8 +58,8 @@ def neighbors(
     edges = {e.id: e for e in view.with_sources([n.via for n in shown])}
     if json_out:
         console.print_json(json.dumps({
-            "entity": seed.__dict__, "total": len(found),
-            "neighbors": [{"entity": n.entity.__dict__, "hops": n.hops, "edge": edges[n.via.id].__dict__}
+            "entity": seed.to_dict(), "total": len(found),
+            "neighbors": [{"entity": n.entity.to_dict(), "hops": n.hops, "edge": edge_dict(edges[n.via.id])}
                           for n in shown],
         }, default=str))
         return
@@ -98,8 +98,8 @@ def path(
     if best is None:
         raise NotFound(f"no path between {a!r} and {b!r} within {max_hops} hops")
     if json_out:
-        console.print_json(json.dumps({"nodes": [n.__dict__ for n in best.nodes],
-                                       "edges": [e.__dict__ for e in best.edges]}, default=str))
+        console.print_json(json.dumps({"nodes": [n.to_dict() for n in best.nodes],
+                                       "edges": [edge_dict(e) for e in best.edges]}, default=str))
         return
     for i, node in enumerate(best.nodes):
         console.print(f"[bold]{escape(node.name)}[/bold] " + escape(f"[{node.type}] {_codes(node.codes)}"),

@@ -76,7 +76,27 @@ def _prepare(c: CLIContext):  # type: ignore[no-untyped-def]
     if kb_model is not None and (kb_model != model or kb_dim != dim):
         raise Conflict(f"this knowledge base holds {kb_model} embeddings (dimension {kb_dim}); "
                        f"MEDKB_EMBEDDING_MODEL is {model}. Use the same model or a new database.")
-    return load_embedder(model, c.settings.embedding.batch_size, c.settings.embedding.device)
+    return _LazyEmbedder(model, dim, lambda: load_embedder(model, c.settings.embedding.batch_size,
+                                                        c.settings.embedding.device))
+
+
+class _LazyEmbedder:
+    """Loads the model (seconds) only when something actually needs embedding: a re-run over unchanged
+    files then finishes at once."""
+
+    def __init__(self, name: str, dim: int, load) -> None:  # type: ignore[no-untyped-def]
+        self.name, self.dim, self._load, self._model = name, dim, load, None
+
+    def _get(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def embed_passages(self, texts):  # type: ignore[no-untyped-def]
+        return self._get().embed_passages(texts)
+
+    def embed_query(self, text):  # type: ignore[no-untyped-def]
+        return self._get().embed_query(text)
 
 
 def _linker(c: CLIContext, link: bool):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medkb.cli.context import get_ctx
@@ -107,7 +108,8 @@ def register(app: typer.Typer) -> None:
             if h.trace.get("graph_path"):
                 found += "\n" + " → ".join(h.trace["graph_path"])
             doc = f"{h.chunk.title[:50]}\n[{h.chunk.source}:{h.chunk.external_id} v{h.chunk.version}]"
-            t.add_row(str(i), f"{h.score:.4f}", doc, found, h.chunk.text[:160].replace("\n", " "))
+            t.add_row(str(i), f"{h.score:.4f}", escape(doc), escape(found),
+                      escape(h.chunk.text[:160].replace("\n", " ")))
         console.print(t)
         console.print(f"{len(res.hits)} hits in {res.timings.get('total', 0):.1f} ms "
                       f"(query embedding {res.timings.get('embed_query', 0):.1f} ms)")

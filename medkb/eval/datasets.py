@@ -168,7 +168,8 @@ def load_pubmedqa(root: str | Path, split: str = "test") -> list[MCQuestion]:
             continue
         decision = item.get("final_decision")
         if decision not in letter:
-            raise BadRecord(str(src), f"final_decision {decision!r} is not yes/no/maybe", field=f"{pmid}.final_decision")
+            raise BadRecord(str(src), f"final_decision {decision!r} is not yes/no/maybe",
+                            field=f"{pmid}.final_decision")
         out.append(MCQuestion(pmid, item["QUESTION"], dict(PUBMEDQA_OPTIONS), letter[decision], [pmid],
                               " ".join(item.get("CONTEXTS", []))))
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medkb.errors import ConfigError, UpstreamError
-from medkb.eval.datasets import MCQuestion, load_beir, pubmedqa_corpus, write_beir
+from medkb.eval.datasets import BeirDataset, MCQuestion, load_beir, pubmedqa_corpus, write_beir
 from medkb.eval.runner import RetrievalRun, run_retrieval
 from medkb.kb.filters import SearchFilters
 from medkb.settings import LLMSettings, Settings
@@ -206,7 +206,7 @@ def answer_task(task: str, questions: Sequence[MCQuestion], llm: CachedLLM, *, r
     return res
 
 
-def gold_pmid_dataset(questions: Sequence[MCQuestion], pubmedqa_root: Path, out: Path, name: str):  # type: ignore[no-untyped-def]
+def gold_pmid_dataset(questions: Sequence[MCQuestion], pubmedqa_root: Path, out: Path, name: str) -> BeirDataset:
     """A BEIR set whose corpus is the PubMedQA-L abstracts and whose qrels are each question's gold PMIDs."""
     corpus = pubmedqa_corpus(pubmedqa_root)
     ids = {r["_id"] for r in corpus}

@@ -125,7 +125,10 @@ def plots(run: RetrievalRun) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     data = [run.modes[m].latencies_ms or [0.0] for m in modes]
-    parts = ax.boxplot(data, vert=False, showfliers=True, patch_artist=True, flierprops={"markersize": 2})
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecated the old name)
+    horizontal = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) \
+        else {"vert": False}
+    parts = ax.boxplot(data, showfliers=True, patch_artist=True, flierprops={"markersize": 2}, **horizontal)
     ax.set_yticks(range(1, len(modes) + 1), modes)
     for patch, mode in zip(parts["boxes"], modes):
         patch.set_facecolor(COLORS.get(mode, "#999999"))

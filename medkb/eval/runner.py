@@ -84,9 +84,16 @@ def ingest_corpus(store: KnowledgeStore, settings: Settings, corpus: Path, sourc
     es = settings.embedding
     embedder = load_embedder(es.model, es.batch_size, es.device)
     t0 = time.perf_counter()
+    done = [0]
+
+    def tick(docs: int, chunks: int) -> None:
+        done[0] += docs
+        if progress and docs and done[0] % 1000 == 0:
+            progress(f"ingesting {corpus.name}: {done[0]} documents ({time.perf_counter() - t0:.0f}s)")
+
     rep = ingest_documents(store, embedder, [corpus], tenant_id=PUBLIC_TENANT, source=source,
                            doc_type="literature", lang="en", version="1", effective_date=None, fmt="beir",
-                           linker=load_linker(store))
+                           linker=load_linker(store), progress=tick)
     secs = time.perf_counter() - t0
     if progress:
         progress(f"ingested {corpus}: {rep.added} added, {rep.unchanged} unchanged, {rep.chunks} chunks "

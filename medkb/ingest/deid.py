@@ -19,8 +19,9 @@ _SCRUBBERS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "[ID]"),
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[SSN]"),
     (re.compile(r"(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"), "[PHONE]"),
-    (re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ][\d:.]+Z?)?\b"), "[DATE]"),
-    (re.compile(r"\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b"), "[DATE]"),
+    # Same separator twice, so ranges such as "30.0-39.9" are not taken for dates.
+    (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}(?:[T ][\d:.]+Z?)?\b"), "[DATE]"),
+    (re.compile(r"\b\d{1,2}([-/.])\d{1,2}\1\d{2,4}\b"), "[DATE]"),
     (re.compile(r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?"
                 r"\s+\d{4}\b", re.I), "[DATE]"),
     (re.compile(r"\b\d{1,2}\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{4}\b", re.I),

@@ -372,8 +372,9 @@ class KnowledgeStore(abc.ABC):
 
     def get_chunks(self, chunk_ids: Sequence[int], filters: SearchFilters | None = None) -> list[ChunkView]:
         """Chunks with their documents, in the order asked; ids the filters hide are left out."""
-        if not chunk_ids:
+        if len(chunk_ids) == 0:
             return []
+        chunk_ids = [int(i) for i in chunk_ids]  # numpy integers bind as blobs on SQLite and match nothing
         with self.session() as s:
             q = (
                 select(m.Chunk, m.Document, m.Source.name)

@@ -108,6 +108,7 @@ class BM25Generator:
             if any(corpus):
                 import bm25s
 
+                logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG
                 model = bm25s.BM25(k1=self.k1, b=self.b)
                 model.index(corpus, show_progress=False)
             self._index = _Index(gen, ids, model)
@@ -132,6 +133,8 @@ class BM25Generator:
         if idx.model is None or idx.ids.size == 0:
             return idx.ids, np.zeros(idx.ids.size, dtype=np.float32)
         tokens = self.tokenize(query)
+        if not tokens:  # a query with no indexable word (bm25s raises IndexError on [])
+            return idx.ids, np.zeros(idx.ids.size, dtype=np.float32)
         scores = np.asarray(idx.model.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]
         return idx.ids, np.where(self._mask(idx, filters), scores, 0.0).astype(np.float32)
 

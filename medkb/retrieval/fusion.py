@@ -85,6 +85,9 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.9) -> list[int | 
         sh = _shingles(t)
         dup = None
         for j, prev in enumerate(seen):
+            # Jaccard ≥ t needs the smaller set to be ≥ t × the larger: skips nearly every pair cheaply.
+            if min(len(sh), len(prev)) < threshold * max(len(sh), len(prev)):
+                continue
             union = len(sh | prev)
             if union and len(sh & prev) / union >= threshold:
                 dup = j

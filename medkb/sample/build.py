@@ -36,8 +36,9 @@ class SampleReport:
 
 
 def _summary(report: object) -> str:
-    parts = [f"{name}={getattr(report, name)}" for name in ("added", "unchanged", "replaced", "chunks")
-             if hasattr(report, name)]
+    names = ("added", "unchanged", "replaced", "chunks", "terms", "entities_added", "entities_merged",
+             "edges_added")
+    parts = [f"{name}={getattr(report, name)}" for name in names if hasattr(report, name)]
     failed = getattr(report, "failed", None)
     if failed:
         parts.append(f"failed={len(failed)}")

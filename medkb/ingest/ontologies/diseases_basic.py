@@ -1,4 +1,4 @@
-"""`faker-healthcare-provider`'s disease table: disease→symptom/medication/specialty with ICD-10 codes, six languages."""
+"""faker-healthcare-provider's disease table: symptoms, medications, specialty, ICD-10 codes, six languages."""
 
 from __future__ import annotations
 

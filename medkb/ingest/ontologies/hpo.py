@@ -98,9 +98,9 @@ def load(limit: int | None = None) -> OntologyData:
     for tid, t in terms.items():
         # Only phenotypic abnormalities get linkable names: "Frequent", "Mild", "All" are modifiers.
         names = [(s, "en") for s in t["synonyms"]] if tid in phenotypic else []
-        term = Term(key=tid, type="phenotype", name=t["name"], codes=[("HPO", tid), *(("HPO", a) for a in t["alt_ids"])],
-                    names=names, language="en" if tid in phenotypic else "code")
-        out.append(term)
+        codes = [("HPO", tid), *(("HPO", a) for a in t["alt_ids"])]
+        out.append(Term(key=tid, type="phenotype", name=t["name"], codes=codes, names=names,
+                        language="en" if tid in phenotypic else "code"))
     diseases: dict[str, str] = {}
     annotations: list[Rel] = []
     for row in _rows(d / "phenotype.hpoa", skip_hash=True, limit=limit):

@@ -1,4 +1,4 @@
-"""Safety facts for a patient context: interactions, contraindications, cautions and adverse reactions, with provenance."""
+"""Safety facts for a patient: interactions, contraindications, cautions, adverse reactions, with provenance."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from medkb.errors import NotFound
 from medkb.kb import models as m
 from medkb.kb.graph.relations import ADVERSE_REACTION, HAS_INGREDIENT, SAFETY_RELATIONS
+from medkb.kb.graph.traversal import edge_visible
 from medkb.kb.store import KnowledgeStore
 
 # Record code systems (Synthea, FHIR URIs, free spellings) → the systems ontologies write.
@@ -92,7 +93,7 @@ def safety_facts(store: KnowledgeStore, tenant_id: str, patient_id: str | None =
         for prod, ingr in s.execute(
             select(m.Edge.source_entity_id, m.Edge.target_entity_id)
             .where(m.Edge.relation == HAS_INGREDIENT, m.Edge.target_entity_id.in_(ids),
-                   m.Edge.tenant_id.in_(tenants)).limit(200)
+                   edge_visible(tenants)).limit(200)
         ):
             products.setdefault(prod, ingr)
         subjects = sorted(ctx | set(products))
@@ -100,7 +101,7 @@ def safety_facts(store: KnowledgeStore, tenant_id: str, patient_id: str | None =
             select(m.Edge.source_entity_id, m.Edge.target_entity_id, m.Edge.relation, m.Edge.weight,
                    m.Edge.curated, m.Edge.provenance, m.Source.name, m.Source.release)
             .outerjoin(m.Source, m.Source.id == m.Edge.source_id)
-            .where(m.Edge.relation.in_(list(SAFETY_RELATIONS)), m.Edge.tenant_id.in_(tenants),
+            .where(m.Edge.relation.in_(list(SAFETY_RELATIONS)), edge_visible(tenants),
                    or_(m.Edge.source_entity_id.in_(subjects), m.Edge.target_entity_id.in_(ids)))
         ).all()
         names = dict(s.execute(select(m.Entity.id, m.Entity.name).where(

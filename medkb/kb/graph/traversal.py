@@ -5,12 +5,19 @@ Only the neighbourhood a query needs is read: one indexed SQL query per hop and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+import functools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-from sqlalchemy import select
+from sqlalchemy import Connection, ColumnElement, Text, func, select, type_coerce
+from sqlalchemy.exc import OperationalError
+
+from medkb.errors import DatabaseUnavailable
 
 from medkb.kb import models as m
 from medkb.kb.store import KnowledgeStore
@@ -20,7 +27,14 @@ EDGE_COLS = (m.Edge.id, m.Edge.source_entity_id, m.Edge.target_entity_id, m.Edge
              m.Edge.curated, m.Edge.source_id, m.Edge.chunk_id, m.Edge.provenance)
 
 
-@dataclass(frozen=True)
+def edge_visible(tenants: Sequence[str]) -> ColumnElement[bool]:
+    """Edges these tenants may see. Wrapped in coalesce on purpose: a bare ``tenant_id IN`` lures
+    SQLite's planner onto the tenant index (every ontology edge is public), scanning the whole table
+    instead of seeking the endpoint index."""
+    return func.coalesce(m.Edge.tenant_id, "").in_(list(tenants))
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeInfo:
     id: int
     source_id: int  # entity ids
@@ -33,12 +47,22 @@ class EdgeInfo:
     source_name: str | None = None  # the KB source (ontology) the edge came from
 
 
-@dataclass(frozen=True)
+@dataclass
 class EntityInfo:
+    """An entity as traversal returns it; codes are decoded on first use (thousands per 2-hop query)."""
+
     id: int
     name: str
     type: str
-    codes: dict[str, list[str]]
+    raw_codes: str | dict | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def codes(self) -> dict[str, list[str]]:
+        raw = self.raw_codes
+        return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "type": self.type, "codes": self.codes}
 
 
 @dataclass
@@ -66,12 +90,21 @@ class _Frontier:
 class GraphView:
     """Read-only view of the graph for one tenant (public ontology edges are visible to all)."""
 
-    def __init__(self, store: KnowledgeStore, tenant_id: str | None = None, max_edges_per_hop: int = 20_000) -> None:
+    def __init__(self, store: KnowledgeStore, tenant_id: str | None = None, max_edges_per_hop: int = 2_000) -> None:
         self.store = store
         self.tenants = [m.PUBLIC_TENANT] + ([tenant_id] if tenant_id and tenant_id != m.PUBLIC_TENANT else [])
         self.max_edges_per_hop = max_edges_per_hop
 
     # ---- SQL --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        """A plain Core connection: reads only, and ORM row handling would cost more than SQLite itself."""
+        try:
+            with self.store.engine.connect() as c:
+                yield c
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
 
     def _edges(self, ids: Iterable[int], relations: Sequence[str] | None = None,
                direction: str = "both", limit: int | None = None) -> list[EdgeInfo]:
@@ -80,12 +113,12 @@ class GraphView:
         limit = limit or self.max_edges_per_hop
         out: list[EdgeInfo] = []
         cols = [(m.Edge.source_entity_id, "out"), (m.Edge.target_entity_id, "in")]
-        with self.store.session() as s:
+        with self._conn() as s:
             for col, d in cols:
                 if direction not in ("both", d):
                     continue
                 for i in range(0, len(ids), IN_BATCH):
-                    q = select(*EDGE_COLS).where(col.in_(ids[i : i + IN_BATCH]), m.Edge.tenant_id.in_(self.tenants))
+                    q = select(*EDGE_COLS).where(col.in_(ids[i : i + IN_BATCH]), edge_visible(self.tenants))
                     if relations:
                         q = q.where(m.Edge.relation.in_(list(relations)))
                     out.extend(EdgeInfo(*row[:6], provenance=row[8], chunk_id=row[7])
@@ -98,13 +131,13 @@ class GraphView:
     def entities(self, ids: Iterable[int]) -> dict[int, EntityInfo]:
         ids = list(set(ids))
         out: dict[int, EntityInfo] = {}
-        with self.store.session() as s:
+        with self._conn() as s:
             for i in range(0, len(ids), IN_BATCH):
                 for eid, name, typ, codes in s.execute(
-                    select(m.Entity.id, m.Entity.name, m.Entity.type, m.Entity.codes)
+                    select(m.Entity.id, m.Entity.name, m.Entity.type, type_coerce(m.Entity.codes, Text))
                     .where(m.Entity.id.in_(ids[i : i + IN_BATCH]))
                 ):
-                    out[eid] = EntityInfo(eid, name, typ, codes or {})
+                    out[eid] = EntityInfo(eid, name, typ, codes)
         return out
 
     def find(self, name: str, limit: int = 5) -> list[EntityInfo]:
@@ -128,7 +161,7 @@ class GraphView:
             rows = s.execute(select(m.Edge.id, m.Source.name).join(m.Source, m.Source.id == m.Edge.source_id)
                              .where(m.Edge.id.in_([e.id for e in edges][:IN_BATCH])))
             names = dict(rows.all())
-        return [EdgeInfo(**{**e.__dict__, "source_name": names.get(e.id)}) for e in edges]
+        return [dataclasses.replace(e, source_name=names.get(e.id)) for e in edges]
 
     # ---- queries ----------------------------------------------------------------------------
 
@@ -242,4 +275,4 @@ class GraphView:
 
 
 def edge_dict(e: EdgeInfo) -> dict[str, Any]:
-    return dict(e.__dict__)
+    return dataclasses.asdict(e)
