@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 MEDKB_DATABASE_URL ?= sqlite:///./medkb.db
 export MEDKB_DATABASE_URL
 
-.PHONY: install run sample serve test test-fast bench clean
+.PHONY: install run sample serve test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,9 +34,6 @@ serve: install
 ## make test: install with test extras and run the whole suite (contract suite on SQLite always).
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
-
-bench: install
-	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) medkb.db medkb.db-wal medkb.db-shm .pytest_cache

@@ -34,6 +34,10 @@ def ontology(
     if bad:
         raise InvalidInput(f"unknown ontology {', '.join(bad)}; available: {', '.join(LOADERS)}")
     c = get_ctx(ctx)
+    from medkb.kb.embeddings import model_dimension
+    from medkb.kb.factory import init_store
+
+    init_store(c.store, model_dimension(c.settings.embedding.model))  # a curator need not run init first
     table = Table("ontology", "release", "entities new", "merged", "codes", "names", "edges", "seconds")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     for name in names:
