@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medkb.errors import BadRecord, NotFound
-from medkb.eval.datasets import load_beir, slice_beir
+from medkb.eval.datasets import load_beir, read_json, slice_beir
 from medkb.eval.runner import RetrievalRun, run_retrieval
 from medkb.settings import Settings
 
@@ -50,12 +50,7 @@ def shared_data_root() -> Path:
 
 
 def load_config(path: Path = BASELINE) -> dict[str, Any]:
-    if not path.is_file():
-        raise NotFound(f"baseline config not found: {path}")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadRecord(str(path), f"not JSON: {exc.msg}", line=exc.lineno) from None
+    cfg = read_json(path, "baseline config")
     for key in ("dataset", "split", "queries", "distractors", "seed", "modes", "k", "tolerance"):
         if key not in cfg:
             raise BadRecord(str(path), "missing", field=key)

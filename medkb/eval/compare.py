@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medkb.errors import BadRecord, InvalidInput, NotFound
+from medkb.errors import BadRecord, InvalidInput
+from medkb.eval.datasets import read_json
 
 QUALITY = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 LATENCY = ("latency_ms_p50", "latency_ms_p95")
@@ -28,12 +28,7 @@ class Delta:
 
 def load_run(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise NotFound(f"run file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadRecord(str(p), f"not JSON: {exc.msg}", line=exc.lineno) from None
+    data = read_json(p, "run file")
     if not isinstance(data, dict) or not isinstance(data.get("modes"), dict):
         raise BadRecord(str(p), "not a medkb eval run (no 'modes' object)", field="modes")
     for mode, metrics in data["modes"].items():

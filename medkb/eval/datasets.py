@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medkb.errors import BadRecord, InvalidInput, NotFound
 
@@ -118,17 +119,22 @@ class MCQuestion:
 MIRAGE_TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's content; a missing file is NotFound, bad JSON a BadRecord naming the line."""
+    if not path.is_file():
+        raise NotFound(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadRecord(str(path), f"not JSON: {exc.msg}", line=exc.lineno) from None
+
+
 def load_mirage(path: str | Path, task: str) -> list[MCQuestion]:
     """One task of MIRAGE's benchmark.json ({task: {id: {question, options, answer, PMID?}}})."""
     path = Path(path)
     if task not in MIRAGE_TASKS:
         raise InvalidInput(f"unknown MIRAGE task {task!r}; choose one of {', '.join(MIRAGE_TASKS)}")
-    if not path.is_file():
-        raise NotFound(f"MIRAGE benchmark not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadRecord(str(path), f"not JSON: {exc.msg}", line=exc.lineno) from None
+    data = read_json(path, "MIRAGE benchmark")
     if task not in data:
         raise InvalidInput(f"{path}: task {task!r} is absent (have: {', '.join(data)})")
     out: list[MCQuestion] = []
