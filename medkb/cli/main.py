@@ -102,11 +102,9 @@ def stats(
         t.add_row(name, str(counts[name]))
     console.print(t)
     if sources:
-        st = Table("tenant", "source", "kind", "release", "documents", "chunks", "entities", "edges", "patients")
-        for s in sources:
-            st.add_row(s.tenant_id, s.name, s.kind, s.release or "", str(s.documents), str(s.chunks),
-                       str(s.entities), str(s.edges), str(s.patients))
-        console.print(st)
+        from medkb.cli.sources import sources_table
+
+        console.print(sources_table(sources))
 
 
 def _register_groups() -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medkb.cli.context import get_ctx
+from medkb.kb.records import SourceInfo
 from medkb.kb.models import PUBLIC_TENANT
 
 console = Console()
@@ -34,11 +35,16 @@ def list_sources(
     if not rows:
         console.print("no sources yet; add some with `medkb ingest docs PATH`")
         return
+    console.print(sources_table(rows))
+
+
+def sources_table(rows: list[SourceInfo]) -> Table:
+    """One row per source with what it holds (shared by `sources list` and `stats`)."""
     t = Table("tenant", "source", "kind", "release", "documents", "chunks", "entities", "edges", "patients")
     for s in rows:
         t.add_row(s.tenant_id, s.name, s.kind, s.release or "", str(s.documents), str(s.chunks),
                   str(s.entities), str(s.edges), str(s.patients))
-    console.print(t)
+    return t
 
 
 @sources_app.command("show")

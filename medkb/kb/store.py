@@ -375,15 +375,21 @@ class KnowledgeStore(abc.ABC):
         if len(chunk_ids) == 0:
             return []
         chunk_ids = [int(i) for i in chunk_ids]  # numpy integers bind as blobs on SQLite and match nothing
+        if filters is not None:
+            # The filter's allowed set is cached per generation; checking ids against it is far cheaper
+            # than joining document_clause into this lookup (SQLite picks a poor plan for that join).
+            allowed = self.allowed_chunk_ids(filters)
+            ids = np.asarray(chunk_ids, dtype=np.int64)
+            chunk_ids = ids[np.isin(ids, allowed)].tolist()
+            if not chunk_ids:
+                return []
         with self.session() as s:
             q = (
                 select(m.Chunk, m.Document, m.Source.name)
                 .join(m.Document, m.Document.id == m.Chunk.document_id)
                 .join(m.Source, m.Source.id == m.Document.source_id)
-                .where(m.Chunk.id.in_(list(chunk_ids)))
+                .where(m.Chunk.id.in_(chunk_ids))
             )
-            if filters is not None:
-                q = q.where(document_clause(filters))
             rows = {c.id: (c, d, src) for c, d, src in s.execute(q)}
         return [_view(*rows[i]) for i in chunk_ids if i in rows]
 

@@ -140,11 +140,8 @@ class Retriever:
         depth = k * 3 if (self.rs.mmr_lambda is not None or self.reranker is not None) else k * 2
         pool_ids = [cid for cid, _ in ranked[: max(depth, k + 10)]]
         fused = dict(ranked)
-        # Ids are already filtered; re-checking them against the cached allowed set guards against a
-        # write in between, and is far cheaper than get_chunks' SQL filter join on SQLite.
-        allowed = self.store.allowed_chunk_ids(filters)
-        ok = set(np.asarray(pool_ids, dtype=np.int64)[np.isin(pool_ids, allowed)].tolist()) if pool_ids else set()
-        chunks = [c for c in self.store.get_chunks(pool_ids) if c.id in ok]
+        # Ids are already filtered; get_chunks re-checks them, which guards against a write in between.
+        chunks = self.store.get_chunks(pool_ids, filters)
         dups = near_duplicates([c.text for c in chunks], self.rs.dedup_threshold)
         kept, folded = [], {}
         for c, d in zip(chunks, dups):
