@@ -153,12 +153,14 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope.get("route"))
         return JSONResponse(error_body("InternalError", "internal error"), status_code=500)
 
-    from medkb.api import chat, completions, documents, entities, health, patients, search
+    from medkb.api import chat, completions, console, documents, entities, health, patients, search
 
     ours: list[Any] = []
-    for module in (health, search, documents, entities, patients, chat, completions):
+    for module in (health, search, documents, entities, patients, chat, completions, console):
         app.include_router(module.router)
         ours.extend(module.router.routes)  # the route templates metrics and logs are labelled with
+    app.mount("/console", console.assets(), name="console")
+    ours.append(app.routes[-1])
     app.add_middleware(LimitsAndMetrics, service=service, max_body=settings.api.max_body_bytes,
                        routes=lambda: ours)
     return app

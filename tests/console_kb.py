@@ -1,0 +1,91 @@
+"""A small real knowledge base for the console tests: 15 public abstracts, tenant demo's sample patients plus a
+made-up fixture patient taking an interacting pair, the same fixture patient in tenant hospital-b, and keys."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from medkb.api.auth import create_key
+from medkb.kb import models as m
+from medkb.kb.factory import open_store
+from medkb.kb.models import PUBLIC_TENANT
+from medkb.kb.store import KnowledgeStore
+from medkb.sample.build import DEMO_TENANT, build_sample
+from medkb.sample.slicer import DATA
+from medkb.settings import DatabaseSettings, Settings
+from tests.test_api_kb import _subset_records
+
+FIXTURE = Path(__file__).with_name("fixtures") / "console_patient"
+OTHER = "hospital-b"
+FIXTURE_SOURCE = "console-test-fixture"
+
+
+@dataclass
+class ConsoleKB:
+    settings: Settings
+    store: KnowledgeStore
+    keys: dict[str, str]
+    demo_patients: list[str]
+    other_patients: list[str]
+    fixture_patient: str  # tenant demo's pseudonym of the fixture patient
+    other_fixture_patient: str  # tenant hospital-b's pseudonym of the same person
+
+
+def _interaction_fixture(store: KnowledgeStore) -> None:
+    """Warfarin and aspirin (RxNorm codes) joined by an interacts_with edge whose source says it is a fixture."""
+    store.ensure_tenant(PUBLIC_TENANT)
+    with store.session() as s:
+        src = m.Source(tenant_id=PUBLIC_TENANT, name=FIXTURE_SOURCE, kind="ontology", release="tests",
+                       description="made up for medkb's console tests; not clinical knowledge")
+        s.add(src)
+        s.flush()
+        ids = []
+        for name, code in (("warfarin", "11289"), ("aspirin", "1191")):
+            e = m.Entity(tenant_id=PUBLIC_TENANT, type="drug", name=name, codes={"RxNorm": [code]}, synonyms={})
+            s.add(e)
+            s.flush()
+            s.add(m.EntityCode(system="RxNorm", code=code, entity_id=e.id, source_id=src.id))
+            ids.append(e.id)
+        s.add(m.Edge(tenant_id=PUBLIC_TENANT, source_entity_id=ids[0], target_entity_id=ids[1],
+                     relation="interacts_with", weight=1.0, curated=True, source_id=src.id,
+                     provenance=f"{FIXTURE_SOURCE} tests"))
+
+
+@functools.cache
+def console_kb() -> ConsoleKB:
+    """Built once per test session (about 20 s: the abstracts and record notes are embedded for real)."""
+    root = Path(tempfile.mkdtemp(prefix="medkb-console-"))
+    settings = Settings().with_database(f"sqlite:///{root / 'kb.db'}")
+    store = open_store(DatabaseSettings(url=settings.database.url))
+    data = json.loads((DATA / "pubmedqa" / "pubmedqa_sample.json").read_text())
+    docs = root / "docs.json"
+    docs.write_text(json.dumps(dict(list(data.items())[:15])))
+    _subset_records(root / "demo", 0, 3)
+    _subset_records(root / "other", 3, 2)
+    build_sample(settings, store=store, ontologies=("diseases-basic",), docs=docs, records=root / "demo",
+                 key_file=root / "demo-key", say=lambda _: None)
+    _interaction_fixture(store)
+    from medkb.ingest.records import ingest_records
+    from medkb.kb.embeddings import load_embedder
+
+    emb = load_embedder(settings.embedding.model)
+    secret = settings.privacy.secret.get_secret_value()
+    ingest_records(store, FIXTURE, fmt="synthea-csv", tenant_id=DEMO_TENANT, secret=secret, embedder=emb)
+    ingest_records(store, root / "other", fmt="synthea-csv", tenant_id=OTHER, secret="other-secret", embedder=emb)
+    ingest_records(store, FIXTURE, fmt="synthea-csv", tenant_id=OTHER, secret="other-secret", embedder=emb)
+    keys = {"demo-clinician": (root / "demo-key").read_text().strip()}
+    for label, tenant, role in (("demo-curator", DEMO_TENANT, "curator"), ("other-clinician", OTHER, "clinician")):
+        keys[label] = create_key(store, tenant, role, label)[1]
+    P, C = m.Patient.__table__, m.Condition.__table__
+    with store.engine.connect() as c:
+        pats = {t: [r[0] for r in c.execute(select(P.c.id).where(P.c.tenant_id == t).order_by(P.c.id))]
+                for t in (DEMO_TENANT, OTHER)}
+        fixture = {t: c.execute(select(C.c.patient_id).where(C.c.tenant_id == t, C.c.code == "49436004")).scalar_one()
+                   for t in (DEMO_TENANT, OTHER)}
+    return ConsoleKB(settings, store, keys, pats[DEMO_TENANT], pats[OTHER], fixture[DEMO_TENANT], fixture[OTHER])
