@@ -5,6 +5,9 @@ test-artifacts/console/ (gitignored). Without chromium these tests skip; with CI
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -21,7 +24,8 @@ import pytest
 from tests.console_kb import FIXTURE_SOURCE, ConsoleKB, console_kb
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "console"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 QUESTION = "Is multiple sclerosis associated with streptococcal infection?"
@@ -54,13 +58,14 @@ def kb() -> ConsoleKB:
     return console_kb()
 
 
-@pytest.fixture(scope="module")
-def server(kb: ConsoleKB) -> Iterator[str]:
-    """A real `medkb serve` process on a free port, stopped at the end."""
+@contextlib.contextmanager
+def serve(kb: ConsoleKB, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `medkb serve` process on a free port (environment ``env`` added), stopped at the end."""
     port = _free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", kb.settings.database.url, "serve",
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -83,6 +88,12 @@ def server(kb: ConsoleKB) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(kb: ConsoleKB) -> Iterator[str]:
+    with serve(kb) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +171,35 @@ def test_sign_in_ask_cite_and_switch_to_chinese(page: Any, server: str, kb: Cons
     expect(why.locator(".gens").first).to_contain_text("bm25")
     shot(page, "04-why-evidence")
 
+    # A linked entity's chip opens its graph neighbourhood: neighbours by relation, codes, provenance, navigable.
+    chip = why.locator("button.chip").first
+    name = chip.inner_text().split(" · ")[0]
+    chip.click()
+    graph = page.locator("#panel-graph")
+    expect(graph.locator(".entity-name")).to_contain_text(name)
+    expect(graph.locator(".codes").first).to_contain_text("ICD10CM")
+    expect(graph.locator(".relation").first).to_be_visible()
+    expect(graph.locator(".prov").first).to_contain_text("provenance")
+    # diseases-basic is made for fake data: its edges are flagged, never passed off as clinical knowledge.
+    expect(graph.locator(".badge.warn").first).to_contain_text("not clinical knowledge")
+    shot(page, "04b-graph")
+    neighbour = graph.locator("button.link").first
+    target = neighbour.inner_text()
+    neighbour.focus()
+    page.keyboard.press("Enter")  # keyboard-operable
+    expect(graph.locator(".entity-name")).to_contain_text(target)
+    graph.get_by_role("button", name="Back").click()
+    expect(graph.locator(".entity-name")).to_contain_text(name)
+    # Tabs follow the ARIA pattern: arrow keys move between them.
+    page.get_by_role("tab", name="Graph").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("tab", name="Why this evidence")).to_have_attribute("aria-selected", "true")
+    # Every visible form control has a label (or an aria-label, or text of its own).
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input, select, textarea, button')]
+        .filter(e => e.offsetParent !== null && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                && !e.textContent.trim()).map(e => e.outerHTML)""")
+    assert unlabelled == []
+
     page.get_by_label("Language").select_option("zh")
     expect(page.locator("#who")).to_have_text("租户 demo · 角色 临床医生")
     expect(page.get_by_role("heading", name="患者全息视图")).to_be_visible()
@@ -226,3 +266,65 @@ def test_patient_360_timeline_safety_and_tenant_isolation(page: Any, server: str
     page.get_by_role("button", name="Close").click()
     expect(page.locator("#detail")).to_be_hidden()
     shot(page, "08-tablet-768-patient")
+
+
+def test_language_follows_the_browser_until_chosen(browser_context: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_context.new_page()
+    try:
+        page.add_init_script("Object.defineProperty(navigator, 'languages', {get: () => ['zh-CN', 'en']});"
+                             "localStorage.removeItem('medkb.lang');")
+        page.goto(server + "/")
+        expect(page.get_by_role("heading", name="登录")).to_be_visible()
+        expect(page.get_by_label("语言")).to_have_value("zh")
+        page.get_by_label("API 密钥").fill("mk_nope_nope")
+        page.get_by_role("button", name="登录").click()
+        expect(page.get_by_role("alert")).to_contain_text("未被接受")
+    finally:
+        page.close()
+
+
+def _llm_launcher() -> Any:
+    spec = importlib.util.spec_from_file_location("llama_server", ROOT / "scripts" / "llama_server.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.llm
+def test_generated_answer_marks_unsupported_sentences(browser_context: Any, kb: ConsoleKB) -> None:
+    """A real local LLM (SmolLM2-135M under llama-cpp's server, as in test_llm_local.py): the console shows a
+    generated answer labelled as such, and marks exactly the sentences the server flagged unsupported."""
+    from playwright.sync_api import expect
+
+    ls = _llm_launcher()
+    reason = ls.server_available()
+    if reason:
+        pytest.skip(f"local LLM server unavailable: {reason}")
+    proc, base = ls.start_server()
+    env = {"MEDKB_LLM_MODEL": "openai/smollm2", "MEDKB_LLM_API_BASE": base, "MEDKB_LLM_API_KEY": "x",
+           "MEDKB_LLM_MAX_TOKENS": "48", "MEDKB_LLM_TIMEOUT_S": "120"}
+    page = browser_context.new_page()
+    try:
+        with serve(kb, env) as url:
+            sign_in(page, url, kb.keys["demo-clinician"])
+            page.get_by_label("Question").fill(QUESTION)
+            with page.expect_response(f"{url}/v1/chat") as resp:
+                page.get_by_label("Question").press("Enter")
+            answer = page.locator(".msg.bot").last
+            expect(answer.locator(".mode")).to_be_visible(timeout=90_000)
+            events = resp.value.text().split("\n\n")
+            final = json.loads(next(e for e in events if e.startswith("event: final")).split("data: ", 1)[1])
+            assert final["mode"] == "llm"
+            expect(answer.locator(".mode")).to_contain_text("Generated answer")
+            flagged = final.get("unsupported_sentences") or []
+            expect(answer.locator(".sent.unsupported")).to_have_count(len(flagged))
+            if flagged:
+                expect(answer.locator(".sent.unsupported .badge").first).to_have_text("unsupported")
+            shot(page, "09-generated-answer")
+    finally:
+        page.close()
+        proc.terminate()
+        proc.wait(10)
