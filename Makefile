@@ -3,20 +3,24 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The lock: every install takes exact versions from constraints.txt, so a fresh machine gets what CI tested.
+LOCK := constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
+# llama-cpp-python compiles from source: a portable build (no -march=native), the one that was tested.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 MEDKB_DATABASE_URL ?= sqlite:///./medkb.db
 export MEDKB_DATABASE_URL
 
 .PHONY: install run sample serve test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[ontologies,multilingual,eval,llm-local,test]'
+	$(BIN)/pip install --quiet pip==26.3
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[ontologies,multilingual,eval,llm-local,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

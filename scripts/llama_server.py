@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 WHEELS = Path(os.environ.get("MEDKB_WHEEL_CACHE", Path.home() / ".cache" / "medkb" / "wheels"))
-LLAMA_REQ = "llama-cpp-python[server]>=0.3.16,<0.4"
+LLAMA_REQ = "llama-cpp-python[server]==0.3.16"  # 0.3.36 segfaults on its first completion
 
 
 def model_path() -> Path:
@@ -52,7 +52,7 @@ def build(python: str = sys.executable) -> None:
     WHEELS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF")}
     if not list(WHEELS.glob("llama_cpp_python-*.whl")):
-        subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "-w", str(WHEELS), "llama-cpp-python>=0.3.16,<0.4"],
+        subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "-w", str(WHEELS), "llama-cpp-python==0.3.16"],
                        check=True, env=env)
     subprocess.run([python, "-m", "pip", "install", "--find-links", str(WHEELS), LLAMA_REQ], check=True, env=env)
 
