@@ -9,9 +9,7 @@ chunk, the embedding of "title. text") into a cached SQLite DB that later runs r
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,24 +20,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medkb.eval.datasets import load_beir  # noqa: E402
+from medkb.eval.metrics import best_chunk_per_doc, evaluate  # noqa: E402
 from medkb.kb.factory import init_store, open_store  # noqa: E402
 from medkb.kb.filters import SearchFilters  # noqa: E402
 from medkb.kb.records import ChunkIn, DocumentIn  # noqa: E402
 from medkb.kb.store import KnowledgeStore  # noqa: E402
 from medkb.settings import DatabaseSettings, Settings  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "bioasq-dev"
+DATA = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "bioasq-dev"
 SOURCE = "bioasq-dev"
 
 
-def load_beir(data: Path = DATA) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
-    corpus = [json.loads(line) for line in (data / "corpus.jsonl").open()]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (data / "queries.jsonl").open())}
-    qrels: dict[str, dict[str, int]] = {}
-    with (data / "qrels" / "test.tsv").open() as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return corpus, {q: queries[q] for q in qrels if q in queries}, qrels
+def load_data(data: Path = DATA) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+    """The corpus, the judged queries and their qrels (medkb.eval.datasets, as ``medkb eval`` reads them)."""
+    ds = load_beir(data)
+    return list(ds.corpus()), {q: t for q, t in ds.queries.items() if q in ds.qrels}, ds.qrels
 
 
 def ingest(db: str, corpus: list[dict]) -> KnowledgeStore:
@@ -67,20 +63,11 @@ def ingest(db: str, corpus: list[dict]) -> KnowledgeStore:
 
 
 def metrics(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """BEIR-style means over queries; a document's best chunk is its rank (later repeats ignored)."""
-    nd, r10, r100, mrr = [], [], [], []
-    for qid, rel in qrels.items():
-        docs = list(dict.fromkeys(runs.get(qid, [])))
-        dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(docs[:10]))
-        ideal = sorted(rel.values(), reverse=True)[:10]
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        nd.append(dcg / idcg if idcg else 0.0)
-        relevant = {d for d, g in rel.items() if g > 0}
-        r10.append(len(relevant & set(docs[:10])) / len(relevant))
-        r100.append(len(relevant & set(docs[:100])) / len(relevant))
-        mrr.append(next((1.0 / (i + 1) for i, d in enumerate(docs[:10]) if d in relevant), 0.0))
-    return {"nDCG@10": float(np.mean(nd)), "R@10": float(np.mean(r10)), "R@100": float(np.mean(r100)),
-            "MRR@10": float(np.mean(mrr))}
+    """medkb.eval.metrics over document rankings (a document ranks where its best chunk does); queries
+    without a relevant judgement are skipped, as ``medkb eval`` and trec_eval do."""
+    docs = {q: best_chunk_per_doc(r) for q, r in runs.items()}
+    m = evaluate(docs, qrels, ("ndcg@10", "recall@10", "recall@100", "mrr@10"))
+    return {"nDCG@10": m["ndcg@10"], "R@10": m["recall@10"], "R@100": m["recall@100"], "MRR@10": m["mrr@10"]}
 
 
 def doc_map(store: KnowledgeStore) -> dict[int, str]:
@@ -147,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N queries (smoke runs)")
     args = ap.parse_args(argv)
 
-    corpus, queries, qrels = load_beir()
+    corpus, queries, qrels = load_data()
     if args.limit:
         queries = dict(list(queries.items())[: args.limit])
         qrels = {q: qrels[q] for q in queries}

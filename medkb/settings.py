@@ -42,9 +42,11 @@ class LLMSettings(BaseSettings):
     model: str | None = None
     api_base: str | None = None
     api_key: SecretStr | None = None
-    temperature: float = 0.0
-    max_tokens: int = 512
-    timeout_s: float = 60.0
+    temperature: float = 0.0  # the default; a request may choose up to max_temperature
+    max_temperature: float = 1.0
+    max_tokens: int = 512  # the default and the ceiling a request may lower but not raise
+    timeout_s: float = 60.0  # per attempt
+    max_retries: int = 2  # litellm's num_retries: connection errors, timeouts, 429 and 5xx
 
 
 class RetrievalSettings(BaseSettings):

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from medkb.api.citations import (
-    UNSUPPORTED_TAG, CitationChecker, SentenceStream, cited_numbers, detect_language, split_sentences,
-)
 from medkb.api.evidence import best_snippet
+from medkb.retrieval.citations import (
+    UNSUPPORTED_TAG, CitationChecker, SentenceStream, cited_numbers, split_sentences,
+)
+from medkb.text import detect_language
 from medkb.sample.slicer import DATA
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from medkb.ingest.chunker import Section, chunk_sections, detect_language, estimate_tokens, sentence_spans
+from medkb.ingest.chunker import Section, chunk_sections, estimate_tokens
+from medkb.text import detect_language, sentence_spans
 from medkb.ingest.documents import build_sections
 from tests.conftest import shared_data
 

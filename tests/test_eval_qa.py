@@ -16,7 +16,10 @@ import pytest
 
 from medkb.errors import ConfigError, UpstreamError
 from medkb.eval.datasets import MCQuestion, load_mirage
-from medkb.eval.qa import CachedLLM, answer_task, build_messages, cited_sentences, gold_pmid_dataset, parse_answer
+from medkb.eval.qa import (
+    CachedLLM, answer_task, build_messages, citation_support, explanation, gold_pmid_dataset, parse_answer,
+)
+from medkb.retrieval.citations import CitationChecker, split_sentences
 from medkb.settings import LLMSettings
 from tests.conftest import shared_data
 
@@ -35,9 +38,18 @@ def test_parse_answer() -> None:
     assert parse_answer("I like turtles.", OPTS) is None
 
 
-def test_cited_sentences() -> None:
-    text = "Aspirin inhibits COX [1][3]. It is old. Bleeding is a risk [2].\nAnswer: A"
-    assert cited_sentences(text) == [("Aspirin inhibits COX .", [1, 3]), ("Bleeding is a risk .", [2])]
+def test_citation_support_is_the_products_checker() -> None:
+    passages = ["Aspirin irreversibly inhibits cyclooxygenase in platelets.",
+                "Gastrointestinal bleeding is the main risk of long-term aspirin therapy."]
+    reply = ("Aspirin irreversibly inhibits platelet cyclooxygenase [1]. It is old. "
+             "Bleeding in the gut is the main risk of long-term aspirin therapy [2]. "
+             "Aspirin cures migraine in every child [2].\nAnswer: A")
+    assert explanation(reply).rstrip().endswith("[2].")
+    # Three sentences cite; the product's checker supports the first two and flags the invented third.
+    assert citation_support(reply, passages) == (3, 2)
+    checker = CitationChecker(passages)
+    verdicts = [checker.check(s).supported for s in split_sentences(explanation(reply)) if "[" in s]
+    assert verdicts == [True, True, False]
 
 
 def test_messages_number_the_evidence() -> None:
@@ -128,8 +140,16 @@ def test_real_local_llm_plumbing(llm_server: str, tmp_path: Path, embedder) -> N
     res = answer_task("pubmedqa", qs, first, embedder=embedder)
     m = res.metrics()
     assert first.calls == 3 and m["questions"] == 3
-    assert m["accuracy"] * 3 + m["abstain_rate"] * 3 + m["unparsed_rate"] * 3 <= 3 + 1e-9
-    assert len(cache.read_text().splitlines()) == 3
+    # The accounting, recomputed independently from the raw replies the model gave (cached one per line).
+    replies = [json.loads(line)["response"] for line in cache.read_text().splitlines()]
+    assert len(replies) == 3
+    preds = [parse_answer(r, list(q.options)) for r, q in zip(replies, qs)]
+    assert [res.predictions[q.id] for q in qs] == preds
+    assert m["accuracy"] == round(sum(p == q.answer for p, q in zip(preds, qs)) / 3, 4)
+    assert m["abstain_rate"] == round(preds.count("ABSTAIN") / 3, 4)
+    assert m["unparsed_rate"] == round(preds.count(None) / 3, 4)
+    assert res.citations == sum(citation_support(r, [])[0] for r in replies)  # no retrieval: nothing supports
+    assert res.supported == 0
     again = CachedLLM(settings, cache)
     res2 = answer_task("pubmedqa", qs, again, embedder=embedder)
     assert again.calls == 0 and again.hits == 3 and res2.predictions == res.predictions

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medkb.api import create_app
-from medkb.api.citations import UNSUPPORTED_TAG, cited_numbers
-from medkb.api.generation import Generator, build_messages
+from medkb.api.generation import build_messages
+from medkb.llm import LLMClient
+from medkb.retrieval.citations import UNSUPPORTED_TAG, cited_numbers
 from medkb.settings import LLMSettings
 from tests.test_api_kb import KB, auth, build_kb
 
@@ -52,12 +53,17 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMSettings]:
 
 
 def test_litellm_streams_and_completes(llm: LLMSettings) -> None:
-    gen = Generator(llm)
+    gen = LLMClient(llm)
     messages = build_messages("What does evidence 1 say?", ["Methylprednisolone treats relapses of multiple sclerosis."],
                               "en")
-    pieces = list(gen.stream(messages))
+    stream = gen.stream(messages)
+    pieces = list(stream)
     assert len(pieces) > 1 and "".join(pieces).strip()
-    assert gen.complete(messages).strip()
+    # Usage is the server's own count: the streamed pieces are its completion tokens, bounded by max_tokens.
+    assert stream.usage is not None and 0 < stream.usage.completion_tokens <= llm.max_tokens
+    assert stream.usage.prompt_tokens > 20
+    reply = gen.complete(messages, max_tokens=5)
+    assert reply.text.strip() and reply.usage is not None and reply.usage.completion_tokens <= 5
 
 
 def _app(kb: KB, llm: LLMSettings) -> TestClient:

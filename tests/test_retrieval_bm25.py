@@ -5,7 +5,8 @@ from __future__ import annotations
 from medkb.kb.filters import SearchFilters
 from medkb.kb.records import AddResult, ChunkIn, DocumentIn
 from medkb.kb.store import KnowledgeStore
-from medkb.retrieval.bm25 import BM25Generator, Tokenizer
+from medkb.retrieval.bm25 import BM25Generator
+from medkb.text import add_chinese_words, terms
 
 
 def add_doc(store: KnowledgeStore, embedder, tenant: str, ext: str, texts: list[str], **kw) -> AddResult:  # type: ignore[no-untyped-def]
@@ -17,7 +18,7 @@ def add_doc(store: KnowledgeStore, embedder, tenant: str, ext: str, texts: list[
 
 
 def test_tokenizer_stems_drops_stop_words_and_segments_chinese() -> None:
-    tok = Tokenizer()
+    tok = terms
     assert tok("Are the diabetic complications?") == tok("diabetes complication")
     assert "the" not in tok("the drug") and tok("the drug") == ["drug"]
     zh = tok("糖尿病患者的治疗")

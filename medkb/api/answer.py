@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from medkb.api.citations import (
-    CitationChecker, SentenceStream, Verified, content_terms, detect_language, no_evidence_message,
-)
 from medkb.api.evidence import Evidence, fact_text, render
-from medkb.api.generation import Generator, build_messages
+from medkb.api.generation import build_messages
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
+from medkb.llm import LLMClient
+from medkb.retrieval.citations import CitationChecker, SentenceStream, Verified, no_evidence_message
+from medkb.text import content_terms, detect_language
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class AnswerEngine:
     """Builds grounded answers. Without an LLM (``generator is None``) it answers in evidence mode."""
 
     def __init__(
-        self, store: KnowledgeStore, retriever: Any, *, embedder: Any = None, generator: Generator | None = None,
+        self, store: KnowledgeStore, retriever: Any, *, embedder: Any = None, generator: LLMClient | None = None,
         max_chunks: int = 5, max_facts: int = 12, min_relevance: float = 0.35, prompt_chars: int = 700,
     ) -> None:
         self.store, self.retriever, self.embedder, self.generator = store, retriever, embedder, generator

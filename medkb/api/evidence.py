@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medkb.api.citations import content_terms, split_sentences
 from medkb.kb.records import ChunkView
+from medkb.retrieval.citations import split_sentences
+from medkb.text import content_terms
 
 LABEL_EN = ("Retrieved evidence — no answer was generated (no language model is configured). "
             "These are quotations from the knowledge base; read the cited sources.")

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from medkb.api.answer import AnswerEngine
 from medkb.api.auth import KeyVerifier
-from medkb.api.generation import Generator
 from medkb.kb.store import KnowledgeStore
+from medkb.llm import LLMClient
 from medkb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Service:
         self._lock = threading.Lock()
         self._retriever: Any = None
         self._embedder: Any = None
-        self.generator = Generator(settings.llm) if settings.llm.model else None
+        self.generator = LLMClient(settings.llm) if settings.llm.model else None
 
     @property
     def embedder(self) -> Any:

@@ -1,11 +1,11 @@
 """Multiple-choice QA evaluation (MIRAGE, PubMedQA-L): LLM answers with/without retrieval, citations, abstains;
-retrieval-only gold-PMID recall when no LLM is configured. LLM calls are cached by prompt hash (resumable)."""
+retrieval-only gold-PMID recall when no LLM is configured. LLM calls are cached by prompt hash (resumable);
+citation support is judged by the product's own CitationChecker."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tempfile
 import threading
@@ -15,16 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medkb.errors import ConfigError, UpstreamError
+from medkb.errors import ConfigError
 from medkb.eval.datasets import BeirDataset, MCQuestion, load_beir, pubmedqa_corpus, write_beir
 from medkb.eval.runner import RetrievalRun, run_retrieval
 from medkb.kb.filters import SearchFilters
+from medkb.llm import LLMClient
+from medkb.retrieval.citations import CitationChecker, cited_numbers, split_sentences
 from medkb.settings import LLMSettings, Settings
 
 Progress = Callable[[str], None]
-SUPPORT_THRESHOLD = 0.5  # cosine (MiniLM) between a sentence and its cited chunk above which it counts as support
 
 SYSTEM = (
     "You answer medical multiple-choice questions. When numbered evidence passages are given, base the "
@@ -38,7 +37,7 @@ SYSTEM = (
 
 
 class CachedLLM:
-    """litellm completion behind a JSONL cache keyed by sha256(model, temperature, messages).
+    """The medkb LLM client behind a JSONL cache keyed by sha256(model, temperature, max_tokens, messages).
 
     A killed run loses nothing already answered: each response is appended and flushed as it arrives.
     """
@@ -47,6 +46,7 @@ class CachedLLM:
         if not llm.model:
             raise ConfigError("no LLM configured (MEDKB_LLM_MODEL); QA accuracy needs one")
         self.llm, self.cache_path = llm, cache_path
+        self.client = LLMClient(llm)
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
         self.hits = self.calls = 0
@@ -68,18 +68,7 @@ class CachedLLM:
             if k in self._cache:
                 self.hits += 1
                 return self._cache[k]
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map fetch offline
-        import litellm
-
-        try:
-            resp = litellm.completion(
-                model=self.llm.model, messages=messages, api_base=self.llm.api_base,
-                api_key=self.llm.api_key.get_secret_value() if self.llm.api_key else None,
-                temperature=self.llm.temperature, max_tokens=self.llm.max_tokens, timeout=self.llm.timeout_s,
-            )
-            text = resp.choices[0].message.content or ""
-        except Exception as exc:  # litellm raises many provider-specific types
-            raise UpstreamError(f"LLM {self.llm.model} failed: {str(exc).splitlines()[0][:200]}") from exc
+        text = self.client.complete(messages).text
         with self._lock:
             self.calls += 1
             self._cache[k] = text
@@ -105,7 +94,6 @@ def build_messages(q: MCQuestion, passages: Sequence[str]) -> list[dict[str, str
 _ANSWER = re.compile(r"answer\s*(?:is)?\s*[:：]?\s*\**\(?\s*([A-Z]|ABSTAIN)\b", re.I)
 _ABSTAIN = re.compile(r"\b(abstain|insufficient evidence|cannot (?:be )?determine|not enough (?:information|evidence))",
                       re.I)
-_CITE = re.compile(r"\[(\d{1,3})\]")
 
 
 def parse_answer(text: str, options: Sequence[str]) -> str | None:
@@ -122,16 +110,18 @@ def parse_answer(text: str, options: Sequence[str]) -> str | None:
     return None
 
 
-def cited_sentences(text: str) -> list[tuple[str, list[int]]]:
-    """(sentence without markers, cited passage numbers) for every sentence that cites something."""
-    body = _ANSWER.split(text)[0] if _ANSWER.search(text) else text
-    out = []
-    for sent in re.split(r"(?<=[.!?])\s+|\n+", body):
-        nums = [int(n) for n in _CITE.findall(sent)]
-        clean = _CITE.sub("", sent).strip()
-        if nums and clean:
-            out.append((clean, list(dict.fromkeys(nums))))
-    return out
+def explanation(reply: str) -> str:
+    """The reply without its final 'Answer: X' line (the part whose sentences cite passages)."""
+    found = list(_ANSWER.finditer(reply))
+    return reply[: found[-1].start()] if found else reply
+
+
+def citation_support(reply: str, passages: Sequence[str], embed: Callable[[Sequence[str]], Any] | None = None
+                     ) -> tuple[int, int]:
+    """(sentences that cite a passage, those of them the product's CitationChecker finds supported)."""
+    checker = CitationChecker(passages, embed=embed)
+    checks = [checker.check(s) for s in split_sentences(explanation(reply)) if cited_numbers(s)]
+    return len(checks), sum(c.supported for c in checks)
 
 
 # --- the QA run ---------------------------------------------------------------------------------------
@@ -165,22 +155,13 @@ class QAResult:
         }
 
 
-def support_scores(embedder: Any, pairs: list[tuple[str, str]]) -> list[float]:
-    """Cosine of (sentence, cited passage) pairs: our offline proxy for 'the passage supports the sentence'."""
-    if not pairs:
-        return []
-    a = embedder.embed_passages([s for s, _ in pairs])
-    b = embedder.embed_passages([p for _, p in pairs])
-    return [float(x) for x in np.sum(a * b, axis=1)]
-
-
 def answer_task(task: str, questions: Sequence[MCQuestion], llm: CachedLLM, *, retriever: Any = None,
                 filters: SearchFilters | None = None, k: int = 5, mode: str = "hybrid", embedder: Any = None,
                 progress: Progress | None = None) -> QAResult:
     """Ask every question (with the top-k passages when ``retriever`` is given) and score the replies."""
     res = QAResult(task, retriever is not None)
     t0 = time.perf_counter()
-    pairs: list[tuple[str, str]] = []
+    embed = embedder.embed_passages if embedder is not None else None  # the chat API's checker uses the same
     for i, q in enumerate(questions, 1):
         passages = []
         if retriever is not None:
@@ -193,15 +174,11 @@ def answer_task(task: str, questions: Sequence[MCQuestion], llm: CachedLLM, *, r
         res.correct += pred == q.answer
         res.abstained += pred == "ABSTAIN"
         res.unparsed += pred is None
-        for sent, nums in cited_sentences(reply):
-            for n in nums:
-                res.citations += 1
-                if 1 <= n <= len(passages):
-                    pairs.append((sent, passages[n - 1]))
+        citing, supported = citation_support(reply, passages, embed)
+        res.citations += citing
+        res.supported += supported
         if progress and i % 50 == 0:
             progress(f"{task} ({'retrieval' if retriever else 'no retrieval'}): {i}/{len(questions)}")
-    if embedder is not None:
-        res.supported = sum(s >= SUPPORT_THRESHOLD for s in support_scores(embedder, pairs))
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -267,6 +244,6 @@ def run_qa(tasks: dict[str, Sequence[MCQuestion]], settings: Settings, *, pubmed
         finally:
             store.close()
     llm_cfg = settings.llm.model_dump(exclude={"api_key"})
-    out["config"].update({"llm": llm_cfg, "mode": mode, "passages": k, "support_threshold": SUPPORT_THRESHOLD,
+    out["config"].update({"llm": llm_cfg, "mode": mode, "passages": k, "citation_support": "medkb CitationChecker",
                           "llm_calls": llm.calls, "llm_cache_hits": llm.hits})
     return out

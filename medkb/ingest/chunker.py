@@ -5,23 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from medkb.text import CJK_IDEOGRAPHS, CJK_PUNCTUATION, sentence_spans
+
 # all-MiniLM-L6-v2 truncates at 256 word pieces; staying near 200 estimated tokens leaves room for the
 # estimate's error and the special tokens, so nothing a chunk says is silently cut off by the model.
 DEFAULT_MAX_TOKENS = 200
 DEFAULT_OVERLAP = 32
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef"
-_CJK_RE = re.compile(f"[{_CJK}]")
-_LATIN_RE = re.compile(r"[A-Za-z]")
+_CJK = CJK_IDEOGRAPHS + CJK_PUNCTUATION
 # A token for the estimate: one CJK character, one run of letters/digits, or one other symbol.
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W_]+|[^\\s]", re.UNICODE)
-# Sentence ends: Chinese full stop/exclamation/question (no space follows them), or Latin .!? + space
-# + something that starts a sentence. Closing quotes/brackets stay with their sentence.
-_SENT_END_RE = re.compile(
-    r"[。！？!?]+[”’」』）)\"']*"
-    r"|(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[\u4e00-\u9fff])"
-    r"|\n\s*\n"
-)
 # Units an over-long sentence may be cut between: a whole whitespace-free run, or one CJK character.
 _UNIT_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
 
@@ -48,43 +41,12 @@ class Piece:
     page: int | None
 
 
-def detect_language(text: str, threshold: float = 0.25) -> str:
-    """``zh`` when CJK characters are at least ``threshold`` of the letters, else ``en``.
-
-    The threshold is low because Chinese clinical text is full of Latin abbreviations and drug names."""
-    sample = text[:20000]
-    cjk = len(_CJK_RE.findall(sample))
-    latin = len(_LATIN_RE.findall(sample))
-    return "zh" if cjk and cjk / (cjk + latin) >= threshold else "en"
-
-
 def estimate_tokens(text: str) -> int:
     """A cheap, slightly pessimistic estimate of BERT word pieces (long words split into several)."""
     n = 0
     for t in _TOKEN_RE.findall(text):
         n += 1 if len(t) <= 6 else 1 + (len(t) - 3) // 4
     return n
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or paragraph, surrounding whitespace excluded."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for m in _SENT_END_RE.finditer(text):
-        end = m.end() if not m.group().isspace() else m.start()
-        _add_trimmed(text, pos, end, spans)
-        pos = m.end()
-    _add_trimmed(text, pos, len(text), spans)
-    return spans
-
-
-def _add_trimmed(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if end > start:
-        out.append((start, end))
 
 
 def _split_long(text: str, start: int, end: int, max_tokens: int) -> list[tuple[int, int]]:

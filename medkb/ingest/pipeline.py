@@ -17,13 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from medkb.errors import BadRecord, InvalidInput, MedkbError
-from medkb.ingest.chunker import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk_sections, detect_language
+from medkb.ingest.chunker import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk_sections
 from medkb.ingest.corpora import FORMATS, iter_items
 from medkb.ingest.documents import ParsedDoc
 from medkb.kb import models as m
 from medkb.kb.embeddings import Embedder
 from medkb.kb.records import AddStatus, ChunkIn, DocumentIn
 from medkb.kb.store import KnowledgeStore
+from medkb.text import detect_language
 
 # Chunks embedded per encode call: large enough that the model runs full batches across many small
 # documents, small enough that a killed run loses little work.

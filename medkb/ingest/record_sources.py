@@ -12,23 +12,7 @@ from typing import Any
 
 from medkb.errors import BadRecord
 from medkb.ingest.deid import parse_date
-
-# Code system URIs and Synthea spellings → the system names entity_codes uses.
-SYSTEMS = {
-    "http://snomed.info/sct": "SNOMEDCT", "snomed-ct": "SNOMEDCT", "snomed": "SNOMEDCT", "sct": "SNOMEDCT",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM", "rxnorm": "RXNORM",
-    "http://loinc.org": "LOINC", "loinc": "LOINC",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM", "icd-10-cm": "ICD10CM", "icd10cm": "ICD10CM",
-    "http://hl7.org/fhir/sid/icd-10": "ICD10", "http://hl7.org/fhir/sid/cvx": "CVX",
-    "http://www.ama-assn.org/go/cpt": "CPT",
-}
-
-
-def norm_system(system: str | None, default: str | None) -> str | None:
-    if not system:
-        return default
-    return SYSTEMS.get(system.strip().lower(), SYSTEMS.get(system.strip(), system.strip().upper()[:32]))
-
+from medkb.kb.codes import canonical_system
 
 @dataclass
 class Fact:
@@ -140,7 +124,7 @@ def read_synthea(folder: Path) -> RecordBatch:
 def _synthea_fact(path: Path, n: int, row: dict[str, str], kind: str, default_system: str) -> Fact:
     start_col = "DATE" if kind == "observation" else ("START" if "START" in row else "DATE")
     fact = Fact(
-        kind=kind, system=norm_system(row.get("SYSTEM"), default_system), code=(row.get("CODE") or "").strip()
+        kind=kind, system=canonical_system(row.get("SYSTEM"), default_system), code=(row.get("CODE") or "").strip()
         or None, description=(row.get("DESCRIPTION") or "").strip() or None,
         start=_date(path, n, start_col, row), stop=_date(path, n, "STOP", row),
     )
@@ -241,7 +225,7 @@ def _coding(concept: dict | None, default: str | None) -> tuple[str | None, str 
     concept = concept or {}
     codings = concept.get("coding") or [{}]
     c = codings[0]
-    return norm_system(c.get("system"), default), c.get("code"), concept.get("text") or c.get("display")
+    return canonical_system(c.get("system"), default), c.get("code"), concept.get("text") or c.get("display")
 
 
 def _fhir_fact(rtype: str, r: dict) -> Fact:

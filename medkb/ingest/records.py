@@ -20,6 +20,7 @@ from medkb.ingest.documents import ParsedDoc, build_sections
 from medkb.ingest.pipeline import DocumentWriter, IngestReport, Linker, ProgressFn, to_document
 from medkb.ingest.record_sources import RecordBatch, SourcePatient, read_fhir, read_synthea
 from medkb.kb import models as m
+from medkb.kb.codes import canonical_system
 from medkb.kb.embeddings import Embedder
 from medkb.kb.records import AddStatus
 from medkb.kb.store import KnowledgeStore
@@ -28,9 +29,6 @@ RECORD_FORMATS = ("synthea-csv", "fhir")
 RECENT_OBSERVATIONS = 30
 _TABLES = {"encounter": m.Encounter, "condition": m.Condition, "medication": m.Medication,
            "observation": m.Observation, "allergy": m.Allergy, "procedure": m.Procedure}
-# Spellings of code systems an ontology loader may have used → the canonical names here.
-_SYSTEM_ALIASES = {"SNOMEDCT_US": "SNOMEDCT", "SNOMED": "SNOMEDCT", "SNOMED-CT": "SNOMEDCT", "SCT": "SNOMEDCT",
-                   "RXCUI": "RXNORM", "ICD-10-CM": "ICD10CM", "ICD10-CM": "ICD10CM"}
 
 
 @dataclass
@@ -158,13 +156,12 @@ class _CodeIndex:
                     select(m.EntityCode.system, m.EntityCode.code, m.EntityCode.entity_id)
                     .where(m.EntityCode.code.in_(code_list[i:i + 500]))
                 ):
-                    sys_norm = system.upper()
-                    self._map[(_SYSTEM_ALIASES.get(sys_norm, sys_norm), code)] = eid
+                    self._map[(canonical_system(system) or system, code)] = eid
 
     def __call__(self, system: str | None, code: str | None) -> int | None:
         if not system or not code:
             return None
-        return self._map.get((_SYSTEM_ALIASES.get(system.upper(), system.upper()), code))
+        return self._map.get((canonical_system(system) or system, code))
 
 
 def _write_rows(store: KnowledgeStore, p: DeidPatient, chash: str, tenant_id: str, source_id: int) -> None:

@@ -1,9 +1,8 @@
-"""Lexical generator: a bm25s index over chunk texts (English stemming, jieba for Chinese), filtered in scoring."""
+"""Lexical generator: a bm25s index over chunk texts (medkb.text terms), filtered in scoring."""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 
@@ -14,43 +13,9 @@ from medkb.kb import models as m
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.retrieval.types import Candidate
+from medkb.text import terms
 
 log = logging.getLogger(__name__)
-
-_TOKEN = re.compile(r"[\u3400-\u9fff]+|[a-z0-9]+(?:'[a-z]+)?")
-_CJK = re.compile(r"[\u3400-\u9fff]")
-# Frequent Chinese function words: they match everywhere and only add noise to scores.
-_ZH_STOP = frozenset("的 了 和 是 在 有 与 及 或 等 中 对 为 以 上 下 也 就 都 而 被 把 之 其 这 那 什么 哪些 如何 怎么 吗 呢".split())
-
-
-class Tokenizer:
-    """Lower-case word tokens; English stop words dropped and Snowball-stemmed; Chinese runs segmented."""
-
-    def __init__(self) -> None:
-        import Stemmer
-        from bm25s.stopwords import STOPWORDS_EN
-
-        self._stop = frozenset(STOPWORDS_EN)
-        self._local = threading.local()  # PyStemmer objects are not safe to share between threads
-        self._make = lambda: Stemmer.Stemmer("english")
-
-    def _stemmer(self):  # type: ignore[no-untyped-def]
-        st = getattr(self._local, "stemmer", None)
-        if st is None:
-            st = self._local.stemmer = self._make()
-        return st
-
-    def __call__(self, text: str) -> list[str]:
-        words: list[str] = []
-        out: list[str] = []
-        for tok in _TOKEN.findall(text.lower()):
-            if _CJK.match(tok):
-                import jieba  # imported only when Chinese text shows up (it takes a second to load)
-
-                out.extend(w for w in jieba.lcut(tok) if w.strip() and w not in _ZH_STOP)
-            elif tok not in self._stop and (len(tok) > 1 or tok.isdigit()):
-                words.append(tok)
-        return self._stemmer().stemWords(words) + out
 
 
 @dataclass
@@ -73,7 +38,7 @@ class BM25Generator:
                  with_title: bool = True) -> None:
         self.store = store
         self.k1, self.b, self.with_title = k1, b, with_title
-        self.tokenize = Tokenizer()
+        self.tokenize = terms  # the one tokenizer; Chinese words added via medkb.text.add_chinese_words
         self._index: _Index | None = None
         self._lock = threading.Lock()
         self._masks: dict[tuple[int, SearchFilters], np.ndarray] = {}

@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, update
 
 from medkb.errors import ConfigError
 from medkb.kb import models as m
+from medkb.kb.codes import canonical_system, same_concept_systems
 from medkb.kb.graph.names import fold
 from medkb.kb.store import KnowledgeStore
 
@@ -24,8 +25,6 @@ BATCH = 5000
 COMMIT_EVERY = 50_000  # rows per transaction: bounded for TiDB's transaction size limit
 MAX_NORM = 255
 MAX_SYNONYMS = 40
-# WHO ICD-10 codes (CMeKG) name the same concept as the ICD-10-CM code spelled the same way.
-CODE_ALIASES: dict[str, tuple[str, ...]] = {"ICD10": ("ICD10CM",), "ICD10CM": ("ICD10",)}
 
 
 @dataclass
@@ -39,6 +38,11 @@ class Term:
     names: list[tuple[str, str]] = field(default_factory=list)  # (surface form, language)
     language: str = "en"
     xrefs: list[tuple[str, str]] = field(default_factory=list)  # shown on the entity, never merged on
+
+    def __post_init__(self) -> None:
+        # One spelling per code system, so record codes and other ontologies' codes meet these.
+        self.codes = [(canonical_system(sy) or sy, c) for sy, c in self.codes]
+        self.xrefs = [(canonical_system(sy) or sy, c) for sy, c in self.xrefs]
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class _Index:
 
     def by_code(self, codes: Iterable[tuple[str, str]]) -> int | None:
         for sy, c in codes:
-            for system in (sy, *CODE_ALIASES.get(sy, ())):
+            for system in same_concept_systems(sy):
                 eid = self.codes.get((system, c))
                 if eid is not None:
                     return eid

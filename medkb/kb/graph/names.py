@@ -6,22 +6,20 @@ import re
 import unicodedata
 from typing import Final
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+from medkb.text import CJK_IDEOGRAPHS, CJK_RE, FUNCTION_WORDS_EN, REPORTING_WORDS_EN, STOPWORDS_ZH, is_cjk
+
 # Anything that is not a letter, digit or CJK ideograph separates words ("type-2", "Alzheimer's").
-_SEP = re.compile(r"[^\w\u3400-\u4dbf\u4e00-\u9fff]+|_+")
+_SEP = re.compile(f"[^\\w{CJK_IDEOGRAPHS}]+|_+")
 
 # A few words that are also (fragments of) ontology names or brand names but almost never mean them.
-STOPWORDS: Final = frozenset(
-    """a an and are as at be been but by can could did do does for from had has have he her his how i if in
-    into is it its may me might more most my no not of on or our she should so some such than that the their
-    them then there these they this those to too us was we were what when where which while who will with
-    would you your all any each other normal abnormal patient patients risk use used using high low left right
-    male female mild severe acute chronic frequent occasional onset total care test tests time type level
-    levels rate early late child adult age day days week weeks year years""".split()
+STOPWORDS: Final = FUNCTION_WORDS_EN | REPORTING_WORDS_EN | frozenset(
+    """normal abnormal risk high low left right male female mild severe acute chronic frequent occasional onset
+    total care test tests time type level levels rate early late child adult age day days week weeks year
+    years""".split()
 )
 
 # Chinese function words and verbs that CMeKG also lists as objects ("引起" as a "disease").
-CJK_STOPWORDS: Final = frozenset(
+CJK_STOPWORDS: Final = STOPWORDS_ZH | frozenset(
     """引起 导致 出现 患者 治疗 使用 服用 注意 可能 症状 疾病 药物 包括 其他 其它 以及 或者 一般 常见 发生 增加 减少
     影响 作用 反应 不良 表现 可以 应用 用于 本品 慎用 禁用 过敏 正常 异常 检查 减轻 升高 降低 严重 轻度 部分 少数
     偶见 罕见 个别 停药 剂量 长期 短期 儿童 老人 孕妇 其他症状""".split()
@@ -45,7 +43,7 @@ def fold_with_offsets(text: str) -> tuple[str, list[int]]:
     for i, ch in enumerate(text):
         piece = unicodedata.normalize("NFKC", ch).casefold()
         for c in piece:
-            if c.isalnum() or _CJK.match(c):
+            if c.isalnum() or CJK_RE.match(c):
                 if pending_space and out:
                     out.append(" ")
                     pos.append(i)
@@ -55,10 +53,6 @@ def fold_with_offsets(text: str) -> tuple[str, list[int]]:
             else:
                 pending_space = True
     return "".join(out), pos
-
-
-def is_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))
 
 
 def usable_name(norm: str) -> bool:

@@ -9,17 +9,11 @@ from sqlalchemy import or_, select
 
 from medkb.errors import NotFound
 from medkb.kb import models as m
+from medkb.kb.codes import canonical_system
 from medkb.kb.graph.relations import ADVERSE_REACTION, HAS_INGREDIENT, SAFETY_RELATIONS
 from medkb.kb.graph.traversal import edge_visible
 from medkb.kb.store import KnowledgeStore
 
-# Record code systems (Synthea, FHIR URIs, free spellings) → the systems ontologies write.
-SYSTEM_ALIASES = {
-    "icd10cm": "ICD10CM", "icd-10-cm": "ICD10CM", "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
-    "icd10": "ICD10", "icd-10": "ICD10", "http://hl7.org/fhir/sid/icd-10": "ICD10",
-    "drugbank": "DrugBank", "hpo": "HPO", "rxnorm": "RxNorm", "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "snomed": "SNOMEDCT", "snomed-ct": "SNOMEDCT", "snomedct": "SNOMEDCT", "http://snomed.info/sct": "SNOMEDCT",
-}
 MAX_ADVERSE_PER_DRUG = 15
 
 
@@ -39,12 +33,6 @@ class SafetyFact:
     via: str | None = None  # e.g. the product whose ingredient is the patient's drug
 
 
-def _system(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    return SYSTEM_ALIASES.get(raw.strip().lower(), raw.strip())
-
-
 def patient_entities(store: KnowledgeStore, tenant_id: str, patient_id: str) -> set[int]:
     """Entity ids of the patient's conditions and medications (by entity id, else by code)."""
     with store.session() as s:
@@ -61,7 +49,7 @@ def patient_entities(store: KnowledgeStore, tenant_id: str, patient_id: str) -> 
                 if eid is not None:
                     ids.add(eid)
                 elif code:
-                    unresolved.append((_system(system), code.strip()))
+                    unresolved.append((canonical_system(system), code.strip()))
         for system, code in unresolved:
             q = select(m.EntityCode.entity_id).where(m.EntityCode.code == code)
             if system:

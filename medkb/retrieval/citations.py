@@ -1,4 +1,4 @@
-"""Post-generation citation check: split sentences, each must cite evidence that supports it, else it is flagged."""
+"""Citation check of generated text: each sentence must cite evidence that supports it, else it is flagged."""
 
 from __future__ import annotations
 
@@ -8,27 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medkb.text import content_terms, sentence_spans
+
 NO_EVIDENCE_EN = "The knowledge base has no evidence for this question, so no answer is given."
 NO_EVIDENCE_ZH = "知识库中没有与此问题相关的证据，因此不作回答。"
 UNSUPPORTED_TAG = "[unsupported]"
 
 _CITE = re.compile(r"\[(\d+(?:\s*[,;，、]\s*\d+)*)\]")
-# A sentence ends at . ! ? (followed by space/end) or at Chinese 。！？ (no space needed).
-_SENT_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
-_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-_STOP = frozenset("""a an the and or but if then of to in on at by for with from as is are was were be been being
-this that these those it its it's their there which who whom what when where why how not no yes can could may
-might should would will shall do does did has have had than such also more most less least very into over under
-between among about after before during while both each other some any all only same so because however therefore
-thus patients patient study studies results result used using use based shown show showed compared""".split())
-
-
-def detect_language(text: str) -> str:
-    """'zh' when Chinese characters dominate the letters, else 'en'."""
-    cjk = len(_CJK.findall(text))
-    latin = len(re.findall(r"[A-Za-z]", text))
-    return "zh" if cjk and cjk * 3 >= latin else "en"
 
 
 def no_evidence_message(lang: str) -> str:
@@ -41,9 +27,8 @@ _LEAD = re.compile(r"^\s*(?:\[\d+(?:\s*[,;，、]\s*\d+)*\]\s*)+")
 def split_sentences(text: str) -> list[str]:
     """Sentences; a citation written after the full stop ("… risk. [2]") stays with its sentence."""
     out: list[str] = []
-    for part in (p.strip() for p in _SENT_END.split(text)):
-        if not part:
-            continue
+    for start, end in sentence_spans(text, line_breaks=True):
+        part = text[start:end]
         lead = _LEAD.match(part)
         if lead and out:
             out[-1] += " " + lead.group(0).strip()
@@ -67,21 +52,6 @@ def cited_numbers(sentence: str) -> list[int]:
 
 def strip_citations(sentence: str) -> str:
     return re.sub(r"\s+([.,;:!?。])", r"\1", _CITE.sub("", sentence)).strip()
-
-
-def content_terms(text: str) -> set[str]:
-    """Content words (English, crudely stemmed) and character bigrams (Chinese), for overlap checks."""
-    low = text.lower()
-    words = {_stem(w) for w in _WORD.findall(low) if w not in _STOP and (len(w) > 2 or w.isdigit())}
-    han = "".join(_CJK.findall(low))
-    return words | {han[i : i + 2] for i in range(len(han) - 1)}
-
-
-def _stem(w: str) -> str:
-    for suf in ("ations", "ation", "ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
-        if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)]
-    return w
 
 
 def overlap(claim: str, evidence: str) -> float:
@@ -173,11 +143,10 @@ class SentenceStream:
 
     def feed(self, token: str) -> list[str]:
         self.buf += token
-        ends = [mt.end() for mt in _SENT_END.finditer(self.buf) if mt.end() < len(self.buf)]
-        for end in reversed(ends):
+        for nxt, _ in reversed(sentence_spans(self.buf, line_breaks=True)[1:]):
             # A sentence is complete once what follows it is neither empty nor (part of) its citation markers.
-            lead = _LEAD.match(self.buf[end:])
-            cut = end + (lead.end() if lead else 0)
+            lead = _LEAD.match(self.buf[nxt:])
+            cut = nxt + (lead.end() if lead else 0)
             rest = self.buf[cut:]
             if rest.strip() and not rest.lstrip().startswith("["):
                 done, self.buf = self.buf[:cut], self.buf[cut:]
