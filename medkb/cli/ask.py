@@ -28,16 +28,16 @@ def register(app: typer.Typer) -> None:
         Example: medkb ask "Is methylprednisolone used for multiple sclerosis relapses?" --tenant demo
         """
         from medkb.api.answer import AnswerEngine
-        from medkb.api.generation import Generator
         from medkb.kb.embeddings import load_embedder
         from medkb.kb.filters import SearchFilters
+        from medkb.llm import LLMClient
         from medkb.retrieval.retriever import build_retriever
 
         c = get_ctx(ctx)
         s = c.settings
         embedder = load_embedder(s.embedding.model, s.embedding.batch_size, s.embedding.device)
         engine = AnswerEngine(c.store, build_retriever(c.store, s, embedder=embedder), embedder=embedder,
-                              generator=Generator(s.llm) if s.llm.model else None)
+                              generator=LLMClient(s.llm) if s.llm.model else None)
         if patient:
             # The CLI is an operator's tool; patient access through it is audited like the API's.
             from medkb.api import audit
