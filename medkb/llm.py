@@ -68,8 +68,9 @@ class Stream:
 class LLMClient:
     """The configured LLM behind litellm (any provider, or a local OpenAI-compatible server via api_base).
 
-    Every call is bounded: ``timeout_s`` per attempt and ``max_retries`` retries (litellm's own
-    ``num_retries``, which backs off between attempts) on connection errors, timeouts, 429 and 5xx.
+    Every call is bounded: ``timeout_s`` per attempt and litellm's own ``num_retries`` = ``max_retries`` on
+    connection errors, timeouts, 429 and 5xx. litellm spends them twice, in the provider SDK and then in its
+    own retry loop, so a call makes at most ``2 * max_retries + 1`` attempts.
     A request may lower ``max_tokens`` and choose a ``temperature``, never beyond the server's bounds.
     """
 
@@ -80,6 +81,9 @@ class LLMClient:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map fetch offline
         # litellm logs every call at INFO on its own handler (model names, sometimes prompts): keep it quiet.
         logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+        import litellm
+
+        litellm.suppress_debug_info = True  # else every failure prints a "get help" banner on stdout
 
     @property
     def model(self) -> str:
