@@ -32,6 +32,9 @@ class EmbeddingSettings(BaseSettings):
     model: str = "all-MiniLM-L6-v2"  # or "multilingual-e5-small"
     batch_size: int = 64
     device: str = "cpu"
+    backend: str = "auto"  # auto (ONNX Runtime where installed) | onnx | torch (the reference path)
+    threads: int = 0  # intra-op threads per process; 0 = every core (`serve --workers N` sets cores / N)
+    cache_dir: Path | None = None  # where the ONNX export is cached (default $XDG_CACHE_HOME/medkb or ~/.cache/medkb)
 
 
 class LLMSettings(BaseSettings):

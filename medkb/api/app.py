@@ -153,10 +153,10 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope.get("route"))
         return JSONResponse(error_body("InternalError", "internal error"), status_code=500)
 
-    from medkb.api import chat, completions, console, documents, entities, health, patients, search
+    from medkb.api import chat, completions, console, documents, embeddings, entities, health, patients, search
 
     ours: list[Any] = []
-    for module in (health, search, documents, entities, patients, chat, completions, console):
+    for module in (health, search, documents, entities, patients, chat, completions, embeddings, console):
         app.include_router(module.router)
         ours.extend(module.router.routes)  # the route templates metrics and logs are labelled with
     app.mount("/console", console.assets(), name="console")
@@ -164,3 +164,9 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
     app.add_middleware(LimitsAndMetrics, service=service, max_body=settings.api.max_body_bytes,
                        routes=lambda: ours)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app factory ``medkb serve --workers N`` hands uvicorn (``medkb.api.app:app_from_env``): each worker
+    process builds its settings from the MEDKB_* environment the parent set, and opens its own store and models."""
+    return create_app(Settings())

@@ -32,8 +32,11 @@ def _usage(prompt: str, answer: str) -> dict[str, int]:
 
 @router.get("/models")
 def models(who: PrincipalDep, svc: ServiceDep) -> dict[str, Any]:
-    """The one model medkb serves (grounded answers over its knowledge base)."""
-    return {"object": "list", "data": [{"id": "medkb", "object": "model", "created": 0, "owned_by": "medkb"}]}
+    """The models medkb serves: `medkb` (grounded answers over its knowledge base) for /v1/chat/completions and
+    the knowledge base's embedding model for /v1/embeddings."""
+    embedding = svc.store.embedding_info()[0] or svc.settings.embedding.model
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "medkb"}
+                                       for name in ("medkb", embedding)]}
 
 
 @router.post("/chat/completions", responses={**ERRORS, **STREAM_DOC})

@@ -50,10 +50,10 @@ class Service:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    from medkb.kb.embeddings import load_embedder
+                    from medkb.kb.embeddings import embedder_for
 
                     e = self.settings.embedding
-                    self._embedder = load_embedder(e.model, e.batch_size, e.device)
+                    self._embedder = embedder_for(e)
         return self._embedder
 
     @property

@@ -28,14 +28,14 @@ def register(app: typer.Typer) -> None:
         Example: medkb ask "Is methylprednisolone used for multiple sclerosis relapses?" --tenant demo
         """
         from medkb.api.answer import AnswerEngine
-        from medkb.kb.embeddings import load_embedder
+        from medkb.kb.embeddings import embedder_for
         from medkb.kb.filters import SearchFilters
         from medkb.llm import LLMClient
         from medkb.retrieval.retriever import build_retriever
 
         c = get_ctx(ctx)
         s = c.settings
-        embedder = load_embedder(s.embedding.model, s.embedding.batch_size, s.embedding.device)
+        embedder = embedder_for(s.embedding)
         engine = AnswerEngine(c.store, build_retriever(c.store, s, embedder=embedder), embedder=embedder,
                               generator=LLMClient(s.llm) if s.llm.model else None)
         if patient:

@@ -66,7 +66,7 @@ class _RateProgress:
 
 def _prepare(c: CLIContext):  # type: ignore[no-untyped-def]
     """Schema in place (a curator need not remember `medkb init`), same model as the KB, embedder loaded."""
-    from medkb.kb.embeddings import load_embedder, model_dimension
+    from medkb.kb.embeddings import embedder_for, model_dimension
     from medkb.kb.factory import init_store
 
     model = c.settings.embedding.model
@@ -76,8 +76,7 @@ def _prepare(c: CLIContext):  # type: ignore[no-untyped-def]
     if kb_model is not None and (kb_model != model or kb_dim != dim):
         raise Conflict(f"this knowledge base holds {kb_model} embeddings (dimension {kb_dim}); "
                        f"MEDKB_EMBEDDING_MODEL is {model}. Use the same model or a new database.")
-    return _LazyEmbedder(model, dim, lambda: load_embedder(model, c.settings.embedding.batch_size,
-                                                        c.settings.embedding.device))
+    return _LazyEmbedder(model, dim, lambda: embedder_for(c.settings.embedding))
 
 
 class _LazyEmbedder:

@@ -213,7 +213,7 @@ def run_qa(tasks: dict[str, Sequence[MCQuestion]], settings: Settings, *, pubmed
     Retrieval searches ``db_url`` when given, else a throwaway KB of the PubMedQA-L abstracts.
     """
     from medkb.eval.runner import ingest_corpus, run_config
-    from medkb.kb.embeddings import load_embedder, model_dimension
+    from medkb.kb.embeddings import embedder_for, model_dimension
     from medkb.kb.factory import init_store, open_store
     from medkb.retrieval.retriever import build_retriever
 
@@ -233,7 +233,7 @@ def run_qa(tasks: dict[str, Sequence[MCQuestion]], settings: Settings, *, pubmed
                     ingest_corpus(store, s, corpus / "corpus.jsonl", source, progress)
                 retriever = build_retriever(store, s)
                 es = s.embedding
-                embedder = load_embedder(es.model, es.batch_size, es.device)
+                embedder = embedder_for(es)
             filters = SearchFilters(sources=(source,) if source else None)
             for task, qs in tasks.items():
                 for use in retrieval:

