@@ -15,6 +15,8 @@ DEFAULT_OVERLAP = 32
 _CJK = CJK_IDEOGRAPHS + CJK_PUNCTUATION
 # A token for the estimate: one CJK character, one run of letters/digits, or one other symbol.
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W_]+|[^\\s]", re.UNICODE)
+# A Markdown table row (HTML tables arrive as these): one unit, since a row cut in two loses its meaning.
+_TABLE_ROW = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.M)
 # Units an over-long sentence may be cut between: a whole whitespace-free run, or one CJK character.
 _UNIT_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
 
@@ -49,6 +51,19 @@ def estimate_tokens(text: str) -> int:
     return n
 
 
+def units(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, except that a table row is one unit however many sentences it has."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for row in _TABLE_ROW.finditer(text):
+        out.extend((pos + a, pos + b) for a, b in sentence_spans(text[pos : row.start()]))
+        line = row.group()
+        out.append((row.start() + len(line) - len(line.lstrip()), row.end() - len(line) + len(line.rstrip())))
+        pos = row.end()
+    out.extend((pos + a, pos + b) for a, b in sentence_spans(text[pos:]))
+    return out
+
+
 def _split_long(text: str, start: int, end: int, max_tokens: int) -> list[tuple[int, int]]:
     """Cut one over-long sentence at word boundaries (or between CJK characters), never inside one."""
     out: list[tuple[int, int]] = []
@@ -75,7 +90,7 @@ def chunk_sections(
     pieces: list[Piece] = []
     for sec in sections:
         sents: list[tuple[int, int, int]] = []
-        for s, e in sentence_spans(sec.text):
+        for s, e in units(sec.text):
             t = estimate_tokens(sec.text[s:e])
             if t > max_tokens:
                 sents.extend((a, b, estimate_tokens(sec.text[a:b])) for a, b in _split_long(sec.text, s, e, max_tokens))

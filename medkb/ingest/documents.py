@@ -1,4 +1,4 @@
-"""Single-file document parsers: Markdown, plain text, HTML (boilerplate stripped) and PDF (pages kept)."""
+"""Single-file document parsers: Markdown, plain text, HTML (main content via trafilatura) and PDF (pages kept)."""
 
 from __future__ import annotations
 
@@ -57,9 +57,12 @@ _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _MD_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def parse_markdown(path: Path, external_id: str) -> ParsedDoc:
-    """Headings become sections; the first level-1 heading (or the file name) is the title."""
-    text = read_text(path)
+_MD_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
+    """Headings become sections; the first level-1 heading is the title. Table rules (|---|) are dropped:
+    each table row stays one line, which the chunker keeps whole."""
     parts: list[tuple[str | None, str, int | None]] = []
     title: str | None = None
     heading: str | None = None
@@ -75,10 +78,15 @@ def parse_markdown(path: Path, external_id: str) -> ParsedDoc:
             heading = m.group(2).strip()
             if title is None and len(m.group(1)) == 1:
                 title = heading
-        else:
-            buf.append(line)
+        elif in_fence or not _MD_TABLE_RULE.match(line):
+            buf.append(line.rstrip())
     parts.append((heading, "\n".join(buf), None))
-    sections = build_sections(parts)
+    return title, build_sections(parts)
+
+
+def parse_markdown(path: Path, external_id: str) -> ParsedDoc:
+    """Markdown sections (``markdown_sections``); the title is the first level-1 heading or the file name."""
+    title, sections = markdown_sections(read_text(path))
     if not sections:
         raise BadRecord(str(path), "no text under any heading")
     return ParsedDoc(external_id, title or path.stem, sections, where=str(path))
@@ -90,51 +98,38 @@ def parse_text(path: Path, external_id: str) -> ParsedDoc:
     return ParsedDoc(external_id, path.stem, sections, where=str(path))
 
 
-_BOILERPLATE = ("script", "style", "nav", "header", "footer", "aside", "noscript", "form", "iframe", "svg",
-                "template", "button")
-_BLOCKS = ("p", "div", "li", "tr", "td", "th", "pre", "blockquote", "dd", "dt", "figcaption", "br", "table",
-           "ul", "ol", "section", "article", "main", "caption")
-_HEADINGS = ("h1", "h2", "h3", "h4")
-_MARK = "\x00H\x00"
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1|(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>])")  # not "|": an escaped bar is a cell's own text
+
+
+def _trafilatura_config() -> Any:
+    from trafilatura.settings import use_config
+
+    cfg = use_config()
+    # Its defaults treat a main text under 250 characters as a failed extraction and fall back to the
+    # whole page (menus included); a short guideline page is still a page.
+    for key in ("MIN_EXTRACTED_SIZE", "MIN_OUTPUT_SIZE"):
+        cfg.set("DEFAULT", key, "1")
+    return cfg
 
 
 def parse_html(path: Path, external_id: str) -> ParsedDoc:
-    """Main text only (navigation, scripts, headers, footers dropped); h1–h4 headings become sections."""
-    from bs4 import BeautifulSoup
+    """The page's main content as Markdown (trafilatura: banners, menus, breadcrumbs, sidebars and footers
+    dropped; headings, lists and table rows kept), then sectioned like any Markdown file."""
+    import trafilatura
 
-    soup = BeautifulSoup(read_text(path), "html.parser")
-    title_tag = soup.find("title")
-    title = title_tag.get_text(" ", strip=True) if title_tag else ""
-    for tag in soup.find_all(_BOILERPLATE):
-        tag.decompose()
-    for tag in soup.find_all(attrs={"role": ("navigation", "banner", "contentinfo")}):
-        tag.decompose()
-    root = soup.find("main") or soup.find("article") or soup.body or soup
-    first_h1 = root.find("h1")
-    if not title and first_h1:
-        title = first_h1.get_text(" ", strip=True)
-    for h in root.find_all(_HEADINGS):
-        h.replace_with(f"\n{_MARK}{h.get_text(' ', strip=True)}\n")
-    for tag in root.find_all(_BLOCKS):
-        tag.insert_before("\n")
-        tag.insert_after("\n")
-    raw = root.get_text("")
-    parts: list[tuple[str | None, str, int | None]] = []
-    heading: str | None = None
-    paras: list[str] = []
-    for line in raw.split("\n"):
-        if line.startswith(_MARK):
-            parts.append((heading, "\n\n".join(paras), None))
-            heading, paras = line[len(_MARK):].strip() or None, []
-            continue
-        line = " ".join(line.split())
-        if line:
-            paras.append(line)
-    parts.append((heading, "\n\n".join(paras), None))
-    sections = build_sections(parts)
+    html = read_text(path)
+    # Formatting on, or headings come out as plain lines; emphasis and escapes are then taken off again.
+    markdown = trafilatura.extract(html, output_format="markdown", include_tables=True, include_links=False,
+                                   include_images=False, include_comments=False, include_formatting=True,
+                                   deduplicate=False, config=_trafilatura_config()) or ""
+    markdown = _ESCAPE.sub(r"\1", _EMPHASIS.sub(lambda m: m.group(2) or m.group(3), markdown))
+    title, sections = markdown_sections(markdown)
     if not sections:
-        raise BadRecord(str(path), "no visible text after removing navigation and scripts")
-    return ParsedDoc(external_id, title or path.stem, sections, where=str(path))
+        raise BadRecord(str(path), "no main text found (only navigation, scripts or boilerplate)")
+    meta = trafilatura.extract_metadata(html)
+    return ParsedDoc(external_id, title or (meta.title if meta and meta.title else "") or path.stem, sections,
+                     where=str(path))
 
 
 def parse_pdf(path: Path, external_id: str) -> ParsedDoc:
