@@ -1,4 +1,4 @@
-"""Metric definitions against hand-computed values, and against ranx (an independent implementation)."""
+"""Metric definitions against hand-computed values, and against trec_eval's own code (pytrec_eval)."""
 
 from __future__ import annotations
 
@@ -87,10 +87,7 @@ def test_percentile_matches_definition() -> None:
 
 def trec_eval_scores(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], cut: int = 10,
                      deep: int = 100) -> dict[str, float]:
-    """nDCG@cut, Recall@cut, Recall@deep and MRR@cut by trec_eval's own C code (pytrec_eval).
-
-    ranx (numba) would do as well, but its JIT compile takes minutes on a busy 2-core machine.
-    """
+    """nDCG@cut, Recall@cut, Recall@deep and MRR@cut by trec_eval's own C code (pytrec_eval)."""
     import pytrec_eval
 
     judged = {q: r for q, r in qrels.items() if any(v > 0 for v in r.values())}
