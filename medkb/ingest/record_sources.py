@@ -18,7 +18,7 @@ from medkb.kb.codes import canonical_system
 class Fact:
     """One clinical row as the source has it (real dates; de-identified before storage)."""
 
-    kind: str  # encounter | condition | medication | observation | allergy | procedure
+    kind: str  # encounter | condition | medication | observation | allergy | procedure | period
     system: str | None
     code: str | None
     description: str | None
@@ -27,6 +27,8 @@ class Fact:
     value: str | None = None
     units: str | None = None
     extra: str | None = None  # encounter class, or a medication's reason code
+    concept_id: int | None = None  # the OMOP standard concept, where the export has one
+    domain: str | None = None  # OMOP domain of an observation row: measurement | observation
 
 
 @dataclass
@@ -36,6 +38,7 @@ class SourcePatient:
     sex: str | None
     deceased: bool
     facts: list[Fact] = field(default_factory=list)
+    death: dt.date | None = None
 
 
 @dataclass
@@ -43,6 +46,8 @@ class RecordBatch:
     patients: dict[str, SourcePatient]
     failed: list[BadRecord]
     name: str  # the export's folder or file name, the default source name
+    skipped: dict[str, int] = field(default_factory=dict)  # rows left out on purpose, by reason
+    vocabulary: Any = None  # OntologyData of the export's own vocabulary (OMOP), written to the graph first
 
 
 # file stem → (required columns, kind, default code system)
@@ -95,7 +100,7 @@ def read_synthea(folder: Path) -> RecordBatch:
                 raise BadRecord(str(pfile), "empty patient id", line=n, field="Id")
             patients[pid] = SourcePatient(
                 source_id=pid, birth=_date(pfile, n, "BIRTHDATE", row), sex=_sex(row.get("GENDER")),
-                deceased=bool((row.get("DEATHDATE") or "").strip()),
+                deceased=bool((row.get("DEATHDATE") or "").strip()), death=_date(pfile, n, "DEATHDATE", row),
             )
         except BadRecord as exc:
             failed.append(exc)
@@ -191,9 +196,14 @@ def _read_bundle(f: Path, bundle: dict, patients: dict[str, SourcePatient], fail
             except ValueError as exc:
                 failed.append(BadRecord(str(f), str(exc), field=f"entry[{i}].birthDate"))
                 birth = None
+            try:
+                death = parse_date(r.get("deceasedDateTime"))
+            except ValueError as exc:
+                failed.append(BadRecord(str(f), str(exc), field=f"entry[{i}].deceasedDateTime"))
+                death = None
             patients[pid] = SourcePatient(
                 pid, birth, _sex(r.get("gender")),
-                bool(r.get("deceasedBoolean") or r.get("deceasedDateTime")),
+                bool(r.get("deceasedBoolean") or r.get("deceasedDateTime")), death=death,
             )
             full = (bundle.get("entry") or [])[i].get("fullUrl")
             for alias in (pid, f"Patient/{pid}", f"urn:uuid:{pid}", full):

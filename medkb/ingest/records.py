@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import hashlib
 import json
 import time
@@ -11,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from medkb.errors import BadRecord, InvalidInput
 from medkb.ingest.chunker import Section
 from medkb.ingest.deid import Deidentifier, scrub
 from medkb.ingest.documents import ParsedDoc, build_sections
 from medkb.ingest.pipeline import DocumentWriter, IngestReport, Linker, ProgressFn, to_document
+from medkb.ingest.omop import VOCABULARY_SOURCE, read_omop
+from medkb.ingest.ontologies.writer import OntologyWriter
 from medkb.ingest.record_sources import RecordBatch, SourcePatient, read_fhir, read_synthea
 from medkb.kb import models as m
 from medkb.kb.codes import canonical_system
@@ -25,10 +29,15 @@ from medkb.kb.embeddings import Embedder
 from medkb.kb.records import AddStatus
 from medkb.kb.store import KnowledgeStore
 
-RECORD_FORMATS = ("synthea-csv", "fhir")
+RECORD_FORMATS = ("synthea-csv", "fhir", "omop")
+_READERS = {"synthea-csv": read_synthea, "fhir": read_fhir, "omop": read_omop}
 RECENT_OBSERVATIONS = 30
 _TABLES = {"encounter": m.Encounter, "condition": m.Condition, "medication": m.Medication,
-           "observation": m.Observation, "allergy": m.Allergy, "procedure": m.Procedure}
+           "observation": m.Observation, "allergy": m.Allergy, "procedure": m.Procedure,
+           "period": m.ObservationPeriod}
+# OMOP visit concepts for encounter classes of Synthea CSV and FHIR (the mapping OHDSI's ETL-Synthea uses).
+VISIT_CONCEPTS = {"inpatient": 9201, "imp": 9201, "acute": 9201, "ambulatory": 9202, "wellness": 9202,
+                  "outpatient": 9202, "amb": 9202, "emergency": 9203, "urgentcare": 9203, "emer": 9203}
 
 
 @dataclass
@@ -40,10 +49,18 @@ class DeidPatient:
     sex: str | None
     deceased: bool
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    death_date: dt.date | None = None
 
     def content_hash(self) -> str:
-        payload = json.dumps([self.birth_year, self.sex, self.deceased, self.rows], sort_keys=True, default=str)
+        payload = json.dumps([self.birth_year, self.sex, self.deceased, self.death_date, self.rows],
+                             sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=65536)
+def _scrub_cached(text: str | None) -> str | None:
+    """Descriptions repeat across rows (one per code); scrub each distinct one once."""
+    return scrub(text)
 
 
 def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str | None, str | None], int | None]
@@ -52,30 +69,50 @@ def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str |
     out = DeidPatient(deid.patient_id(p.source_id), Deidentifier.birth_year(p.birth), p.sex, p.deceased)
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
-    def sh(d: Any) -> Any:
-        return deid.shift(p.source_id, d)
+    offset = dt.timedelta(days=deid.date_offset(p.source_id))  # one keyed hash per patient, not per date
 
+    def sh(d: dt.date | None) -> dt.date | None:
+        return None if d is None else d + offset
+
+    out.death_date = sh(p.death)
     for f in p.facts:
+        if f.kind == "period":
+            rows["period"].append({"start": sh(f.start), "stop": sh(f.stop or f.start), "derived": False})
+            continue
         base: dict[str, Any] = {"code_system": f.system, "code": (f.code or None) and f.code[:64],
-                                "description": scrub(f.description)}
+                                "description": _scrub_cached(f.description), "concept_id": f.concept_id}
         if f.kind == "encounter":
             base.update(encounter_class=scrub(f.extra), start=sh(f.start), stop=sh(f.stop))
+            if base["concept_id"] is None:
+                base["concept_id"] = VISIT_CONCEPTS.get((f.extra or "").strip().lower())
         elif f.kind in ("condition", "medication"):
             base.update(start=sh(f.start), stop=sh(f.stop), entity_id=entity_for(f.system, f.code))
             if f.kind == "medication":
                 base["reason_code"] = (f.extra or None) and f.extra[:64]
         elif f.kind == "observation":
             base.update(value=(scrub(f.value) or "")[:255] or None, units=(f.units or None) and f.units[:64],
-                        effective=sh(f.start))
+                        effective=sh(f.start), domain=f.domain or "measurement")
         elif f.kind == "allergy":
             base.update(start=sh(f.start), stop=sh(f.stop))
         else:
             base.update(performed=sh(f.start))
         rows[f.kind].append(base)
+    if "period" not in rows:
+        derived = derived_period(p)
+        if derived:
+            rows["period"].append({"start": sh(derived[0]), "stop": sh(derived[1]), "derived": True})
     for kind in rows:  # a stable order, so an unchanged export hashes the same
-        rows[kind].sort(key=lambda r: json.dumps(r, sort_keys=True, default=str))
+        # every row of a kind has the same keys in the same order, so its values' text orders it
+        rows[kind].sort(key=lambda r: tuple("" if v is None else str(v) for v in r.values()))
     out.rows = dict(rows)
     return out
+
+
+def derived_period(p: SourcePatient) -> tuple[dt.date, dt.date] | None:
+    """For exports without observation periods (Synthea, FHIR): one period from the patient's first recorded
+    date to the last start or stop date of any of their facts (ETL-Synthea spans encounters the same way)."""
+    dates = [d for f in p.facts for d in (f.start, f.stop) if d is not None]
+    return (min(dates), max(dates)) if dates else None
 
 
 def _d(v: Any) -> str:
@@ -164,29 +201,41 @@ class _CodeIndex:
         return self._map.get((canonical_system(system) or system, code))
 
 
-def _write_rows(store: KnowledgeStore, p: DeidPatient, chash: str, tenant_id: str, source_id: int) -> None:
-    """The patient and all their record rows, replaced in one transaction."""
+# Patients per transaction on a rows-only (no notes) load: each commit costs a sync of the database file.
+ROWS_BATCH = 200
+
+
+def _write_rows(store: KnowledgeStore, batch: list[tuple[DeidPatient, str, bool]], tenant_id: str,
+                source_id: int) -> None:
+    """Patients and all their record rows, replaced in one transaction: a patient is stored whole or not at all
+    (its content hash is written with its rows, so an interrupted load resumes where it stopped)."""
     with store.session() as s:
-        row = s.get(m.Patient, p.id)
-        if row is None:
-            row = m.Patient(id=p.id, tenant_id=tenant_id)
-            s.add(row)
-        row.source_id, row.birth_year, row.sex, row.deceased = source_id, p.birth_year, p.sex, p.deceased
-        row.content_hash = None  # set last: a crash mid-write leaves the patient "changed"
-        s.flush()
+        old = [p.id for p, _, existed in batch if existed]
         for table in _TABLES.values():
-            s.execute(delete(table).where(table.patient_id == p.id))
-        for kind, rs in p.rows.items():
-            table = _TABLES[kind]
-            s.add_all(table(tenant_id=tenant_id, patient_id=p.id, **r) for r in rs)
-        row.content_hash = chash
+            if old:
+                s.execute(delete(table).where(table.patient_id.in_(old)))
+        if old:
+            s.execute(delete(m.Patient).where(m.Patient.id.in_(old)))
+        s.execute(insert(m.Patient.__table__), [
+            {"id": p.id, "tenant_id": tenant_id, "source_id": source_id, "birth_year": p.birth_year, "sex": p.sex,
+             "deceased": p.deceased, "death_date": p.death_date, "content_hash": chash} for p, chash, _ in batch])
+        by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for p, _, _ in batch:
+            for kind, rs in p.rows.items():
+                by_kind[kind].extend({"tenant_id": tenant_id, "patient_id": p.id, **r} for r in rs)
+        for kind, rs in by_kind.items():
+            if rs:  # Core executemany: the ORM's unit of work costs several times more per row
+                s.execute(insert(_TABLES[kind].__table__), rs)
 
 
 def ingest_records(
     store: KnowledgeStore, path: str | Path, *, fmt: str, tenant_id: str, secret: str, embedder: Embedder,
     linker: Linker | None = None, progress: ProgressFn | None = None, source: str | None = None,
+    notes: bool = True,
 ) -> IngestReport:
-    """De-identify an export and store it under ``tenant_id``; unchanged patients cost one hash each."""
+    """De-identify an export and store it under ``tenant_id``; unchanged patients cost one hash each.
+
+    ``notes=False`` stores the record rows only, without the embedded record note (a research-only load)."""
     if fmt not in RECORD_FORMATS:
         raise InvalidInput(f"unknown records format {fmt!r}; choose one of {', '.join(RECORD_FORMATS)}")
     if tenant_id == m.PUBLIC_TENANT:
@@ -195,12 +244,15 @@ def ingest_records(
     report = IngestReport()
     path = Path(path)
     try:
-        batch = read_synthea(path) if fmt == "synthea-csv" else read_fhir(path)
+        batch = _READERS[fmt](path)
     except BadRecord as exc:
         report.failed.append(exc)
         report.seconds = time.perf_counter() - t0
         return report
     report.failed.extend(batch.failed)
+    report.skipped.update(batch.skipped)
+    if batch.vocabulary is not None:  # first, so the rows link to its concepts by code
+        OntologyWriter(store, VOCABULARY_SOURCE).write(batch.vocabulary)
     source = source or batch.name
     deid = Deidentifier(secret, tenant_id)
     store.set_embedding_model(embedder.name, embedder.dim)
@@ -214,9 +266,19 @@ def ingest_records(
 
     def on_written(p: DeidPatient, chash: str, existed: bool) -> Callable[[AddStatus], None]:
         def done(_: AddStatus) -> None:
-            _write_rows(store, p, chash, tenant_id, source_id)
+            _write_rows(store, [(p, chash, existed)], tenant_id, source_id)
             report.count("replaced" if existed else "added")
         return done
+
+    pending: list[tuple[DeidPatient, str, bool]] = []
+
+    def flush() -> None:
+        _write_rows(store, pending, tenant_id, source_id)
+        for _, _, existed in pending:
+            report.count("replaced" if existed else "added")
+        if progress:
+            progress(len(pending), 0)
+        pending.clear()
 
     try:
         for sp in batch.patients.values():
@@ -227,9 +289,16 @@ def ingest_records(
                 if progress:
                     progress(1, 0)
                 continue
+            if not notes:
+                pending.append((p, chash, p.id in known))
+                if len(pending) >= ROWS_BATCH:
+                    flush()
+                continue
             note = to_document(record_note(p), tenant_id=tenant_id, source=source, doc_type="record_note",
                                lang="en", version="1", effective_date=None, patient_id=p.id)
             writer.submit(note, f"{path} [patient {p.id}]", on_written(p, chash, p.id in known))
+        if pending:
+            flush()
     finally:
         writer.close()
     report.seconds = time.perf_counter() - t0

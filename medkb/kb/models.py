@@ -198,6 +198,7 @@ class Patient(Base):
     sex: Mapped[str | None] = mapped_column(String(16))
     deceased: Mapped[bool] = mapped_column(Boolean, default=False)
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    death_date: Mapped[dt.date | None] = mapped_column(Date)  # shifted like every other date
 
 
 class _RecordMixin:
@@ -206,6 +207,9 @@ class _RecordMixin:
     code_system: Mapped[str | None] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)
+    # The OMOP standard concept of the row where the export carried one (OMOP CDM input); cohort
+    # definitions match on it, else on (code_system, code).
+    concept_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Encounter(_RecordMixin, Base):
@@ -239,6 +243,7 @@ class Observation(_RecordMixin, Base):
     value: Mapped[str | None] = mapped_column(String(255))
     units: Mapped[str | None] = mapped_column(String(64))
     effective: Mapped[dt.date | None] = mapped_column(Date)
+    domain: Mapped[str | None] = mapped_column(String(16))  # OMOP domain: measurement | observation
 
 
 class Allergy(_RecordMixin, Base):
@@ -252,6 +257,27 @@ class Procedure(_RecordMixin, Base):
     __tablename__ = "procedures"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     performed: Mapped[dt.date | None] = mapped_column(Date)
+
+
+# Cohort queries look events up by concept or code within a tenant, then walk each person's dates.
+_EVENT_DATES = {"encounters": "start", "conditions": "start", "medications": "start",
+                "observations": "effective", "procedures": "performed"}
+for _cls in (Encounter, Condition, Medication, Observation, Procedure):
+    _t = _cls.__table__
+    Index(f"ix_{_t.name}_concept", _t.c.tenant_id, _t.c.concept_id, _t.c.patient_id, _t.c[_EVENT_DATES[_t.name]])
+    Index(f"ix_{_t.name}_code", _t.c.tenant_id, _t.c.code_system, _t.c.code, _t.c.patient_id)
+
+
+class ObservationPeriod(Base):
+    """A span in which the patient's events are recorded: from OMOP as given, derived for other exports."""
+
+    __tablename__ = "observation_periods"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    start: Mapped[dt.date] = mapped_column(Date)
+    stop: Mapped[dt.date] = mapped_column(Date)
+    derived: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # ---- access -------------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ class KnowledgeStore(abc.ABC):
         ids = list(s.scalars(patient_ids))
         for i in range(0, len(ids), 500):
             batch = ids[i : i + 500]
-            for table in (m.Encounter, m.Condition, m.Medication, m.Observation, m.Allergy, m.Procedure):
+            for table in (m.Encounter, m.Condition, m.Medication, m.Observation, m.Allergy, m.Procedure,
+                          m.ObservationPeriod):
                 s.execute(delete(table).where(table.patient_id.in_(batch)))
             s.execute(delete(m.Patient).where(m.Patient.id.in_(batch)))
 
