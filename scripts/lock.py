@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints.txt"
-EXTRAS = ("ontologies", "multilingual", "eval", "llm-local", "test")  # what `make install` asks for
+EXTRAS = ("ontologies", "multilingual", "omop", "eval", "llm-local", "test")  # what `make install` asks for
 HEADER = """\
 # The lock: exact versions of everything medkb installs, used by `make install` and CI (pip install -c constraints.txt).
 # Regenerate after a dependency change: .venv/bin/python scripts/lock.py (tests/test_install_lock.py checks it).
