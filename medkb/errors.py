@@ -5,6 +5,8 @@ Hierarchy::
     MedkbError
     ├── ConfigError            bad settings or URL                      (HTTP 500, CLI exit 2)
     ├── DatabaseUnavailable    the database cannot be reached            (HTTP 503, CLI exit 3)
+    │   └── DatabaseBusy       a write conflict / deadlock outlasted the bounded retries
+    ├── DatabaseError          the server refused a statement (code)     (HTTP 500, CLI exit 8)
     ├── NotFound               an id/name that does not exist            (HTTP 404, CLI exit 4)
     ├── InvalidInput           a request or file that is malformed       (HTTP 422, CLI exit 2)
     │   └── BadRecord          one bad file/line/field during ingestion
@@ -36,6 +38,25 @@ class ConfigError(MedkbError):
 class DatabaseUnavailable(MedkbError):
     http_status = 503
     exit_code = 3
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """A transient conflict (deadlock, write conflict, lock wait): retried a bounded number of times."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DatabaseError(MedkbError):
+    """The server is up but refused the statement (e.g. TiDB 8004 transaction too large); names the code."""
+
+    http_status = 500
+    exit_code = 8
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotFound(MedkbError):

@@ -1,4 +1,22 @@
-"""Shared fixtures: the store contract's backends, a real shared-data path, offline switches."""
+"""Shared fixtures: the store contract's backends, a real shared-data path, offline switches.
+
+Backends. ``store`` is parametrised over SQLite (always), MariaDB (the server on 127.0.0.1:3306 that the
+project's machines and CI run) and TiDB (only where ``MEDKB_TEST_TIDB_URL`` names a server). To run
+your own tests on MariaDB too:
+
+- ``store`` — a migrated, empty KnowledgeStore; tests using it run once per backend
+  (``-k mariadb`` / ``-k sqlite`` to pick one).
+- ``mariadb_url`` — the URL of a fresh, EMPTY database created for the test and dropped after it
+  (run ``init_store`` / ``medkb init`` on it yourself); for CLI or multi-process tests.
+- ``mariadb_store`` — like ``store`` but MariaDB only.
+- ``@pytest.mark.parametrize("backend", BACKEND_NAMES)`` with ``backend_url(backend, tmp_path)`` —
+  the same for any test of your own that wants a URL per backend.
+
+Where no MariaDB answers (a laptop) these skip with the reason; with ``MEDKB_REQUIRE_MARIADB=1`` (set by
+``.ci/run``) a skip becomes a failure. The server is ``MEDKB_TEST_MARIADB_URL`` (default
+``mysql+pymysql://root@127.0.0.1:3306/``); the fixtures create and drop only ``medkb_test_*``
+databases on it.
+"""
 
 from __future__ import annotations
 
@@ -39,21 +57,127 @@ def _sqlite_store(tmp_path: Path) -> KnowledgeStore:
 
 
 def _tidb_store() -> KnowledgeStore:
-    """A fresh schema on the TiDB server named by MEDKB_TEST_TIDB_URL: tables dropped, then migrated."""
-    from sqlalchemy import text
-
+    """A fresh schema on the TiDB server named by MEDKB_TEST_TIDB_URL: medkb's own tables (and
+    nothing else in that database) dropped, then migrated."""
     store = open_store(DatabaseSettings(url=TIDB_URL or ""))
-    with store.engine.begin() as c:
-        c.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
-        for (name,) in c.execute(text("SHOW TABLES")).all():
-            c.execute(text(f"DROP TABLE IF EXISTS `{name}`"))
-        c.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    drop_medkb_tables(store.engine)
     init_store(store)
     return store
 
 
+def drop_medkb_tables(engine) -> None:  # type: ignore[no-untyped-def]
+    """Drop medkb's tables and its Alembic version table only, children before parents."""
+    from sqlalchemy import text
+
+    from medkb.kb import models as m
+
+    with engine.begin() as c:
+        for table in reversed(m.Base.metadata.sorted_tables):
+            c.execute(text(f"DROP TABLE IF EXISTS `{table.name}`"))
+        c.execute(text("DROP TABLE IF EXISTS `alembic_version`"))
+
+
+# ---- MariaDB -----------------------------------------------------------------------------------
+
+MARIADB_SERVER = os.environ.get("MEDKB_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+REQUIRE_MARIADB = os.environ.get("MEDKB_REQUIRE_MARIADB") == "1"
+_mariadb_down: list[str] = []
+
+
+def _server_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(MARIADB_SERVER, poolclass=NullPool, connect_args={"connect_timeout": 3})
+
+
+def _need_mariadb() -> None:
+    """Skip (or, under MEDKB_REQUIRE_MARIADB=1, fail) when no MariaDB server answers."""
+    if not _mariadb_down:
+        try:
+            from sqlalchemy import text
+
+            with _server_engine().connect() as c:
+                c.execute(text("SELECT 1"))
+            _mariadb_down.append("")
+        except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
+            _mariadb_down.append(f"no MariaDB at {MARIADB_SERVER} ({str(exc).splitlines()[0][:120]})")
+    if _mariadb_down[0]:
+        if REQUIRE_MARIADB:
+            pytest.fail(f"MEDKB_REQUIRE_MARIADB=1 but {_mariadb_down[0]}")
+        pytest.skip(_mariadb_down[0])
+
+
+def create_mariadb_database() -> str:
+    """A new, empty ``medkb_test_*`` database; returns its URL. Drop it with ``drop_mariadb_database``."""
+    from sqlalchemy import text
+
+    _need_mariadb()
+    name = f"medkb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with _server_engine().begin() as c:
+        c.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    return MARIADB_SERVER.rstrip("/") + "/" + name
+
+
+def drop_mariadb_database(url: str) -> None:
+    from sqlalchemy import text
+
+    name = url.rsplit("/", 1)[1]
+    assert name.startswith("medkb_test_"), name  # never anything but a database these fixtures made
+    with _server_engine().begin() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh empty MariaDB database for this test, dropped afterwards."""
+    url = create_mariadb_database()
+    try:
+        yield url
+    finally:
+        drop_mariadb_database(url)
+
+
+@pytest.fixture(scope="session")
+def _mariadb_contract_db() -> Iterator[str]:
+    """One migrated database for the whole session; ``_mariadb_store`` empties it between tests."""
+    url = create_mariadb_database()
+    store = open_store(DatabaseSettings(url=url))
+    init_store(store)
+    store.close()
+    try:
+        yield url
+    finally:
+        drop_mariadb_database(url)
+
+
+def empty_tables(store: KnowledgeStore) -> None:
+    """Delete every row of medkb's tables (much faster than re-migrating a server database)."""
+    from sqlalchemy import text
+
+    from medkb.kb import models as m
+
+    with store.engine.begin() as c:
+        c.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        for table in reversed(m.Base.metadata.sorted_tables):
+            if table.name == "audit_log":
+                c.execute(text("TRUNCATE TABLE audit_log"))  # the append-only triggers stop DELETE
+            else:
+                c.execute(table.delete())
+        c.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+
+
+def _mariadb_store(url: str) -> KnowledgeStore:
+    store = open_store(DatabaseSettings(url=url))
+    empty_tables(store)
+    init_store(store)
+    return store
+
+
+BACKEND_NAMES = ["sqlite", "mariadb"]
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
     pytest.param(
         "tidb",
         id="tidb",
@@ -67,11 +191,35 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KnowledgeStore]:
-    s = _sqlite_store(tmp_path) if request.param == "sqlite" else _tidb_store()
+    if request.param == "sqlite":
+        s = _sqlite_store(tmp_path)
+    elif request.param == "mariadb":
+        s = _mariadb_store(request.getfixturevalue("_mariadb_contract_db"))
+    else:
+        s = _tidb_store()
     try:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def mariadb_store(_mariadb_contract_db: str) -> Iterator[KnowledgeStore]:
+    s = _mariadb_store(_mariadb_contract_db)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A database URL for ``backend``: a file under tmp_path, or a fresh MariaDB database (dropped
+    when the test ends)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'kb.db'}"
+    url = create_mariadb_database()
+    request.addfinalizer(lambda: drop_mariadb_database(url))
+    return url
 
 
 @pytest.fixture

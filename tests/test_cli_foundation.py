@@ -38,8 +38,9 @@ def test_init_twice_then_stats_shows_every_table_empty(tmp_path: Path) -> None:
     assert stats.returncode == 0, stats.stderr
     data = json.loads(stats.stdout)
     assert set(data["tables"]) == set(m.TABLES)
-    assert all(n == 0 for n in data["tables"].values())
-    assert data["embedding_model"] is None and data["backend"] == "sqlite"
+    # init fixes the embedding dimension (and starts the generation counter) in kb_meta; no data yet.
+    assert all(n == 0 for t, n in data["tables"].items() if t != "kb_meta")
+    assert data["embedding_model"] is None and data["embedding_dim"] == 384 and data["backend"] == "sqlite"
 
 
 def test_stats_hides_the_password(tmp_path: Path) -> None:

@@ -1,1 +1,1 @@
-"""Storage: the schema, the KnowledgeStore interface and its SQLite and TiDB backends."""
+"""Storage: the schema, the KnowledgeStore interface and its SQLite, MySQL/MariaDB and TiDB backends."""

@@ -1,14 +1,18 @@
-"""Opens the right KnowledgeStore for a database URL: sqlite:/// → SQLiteStore, mysql+pymysql:// → TiDBStore."""
+"""Opens the right KnowledgeStore for a database URL: SQLite, or — by probing the server behind a
+mysql+pymysql:// URL — TiDB (TiDBStore) or MySQL / MariaDB (MySQLStore); ``init_store`` migrates."""
 
 from __future__ import annotations
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from medkb.errors import ConfigError
+from medkb.errors import ConfigError, DatabaseUnavailable
 from medkb.kb import migrate
+from medkb.kb.dberrors import classify
 from medkb.kb.models import DEFAULT_EMBEDDING_DIM
+from medkb.kb.mysql import MySQLStore
+from medkb.kb.mysql_server import check_server, connect_args, probe
 from medkb.kb.sqlite import SQLiteStore, configure_sqlite
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.tidb import TiDBStore
@@ -25,11 +29,11 @@ def parse_url(url: str) -> URL:
         ) from exc
     if parsed.get_backend_name() not in ("sqlite", "mysql"):
         raise ConfigError(
-            f"unsupported database {parsed.get_backend_name()!r} in {redact(url)!r}: "
-            "medkb runs on SQLite (sqlite:///...) or TiDB (mysql+pymysql://...)"
+            f"unsupported database {parsed.get_backend_name()!r} in {redact(url)!r}: medkb runs on "
+            "SQLite (sqlite:///...) or TiDB / MySQL / MariaDB (mysql+pymysql://...)"
         )
     if parsed.get_backend_name() == "mysql" and parsed.get_driver_name() != "pymysql":
-        raise ConfigError(f"use the pymysql driver for TiDB: mysql+pymysql://… (got {redact(url)!r})")
+        raise ConfigError(f"use the pymysql driver: mysql+pymysql://… (got {redact(url)!r})")
     return parsed
 
 
@@ -48,25 +52,41 @@ def open_store(db: DatabaseSettings) -> KnowledgeStore:
             engine = create_engine(url, echo=db.echo, connect_args={"timeout": 30, "check_same_thread": False})
             configure_sqlite(engine)
             return SQLiteStore(engine)
-        connect_args: dict = {"charset": "utf8mb4", "connect_timeout": 10}
-        if db.ssl_ca is not None:
-            connect_args["ssl"] = {"ca": str(db.ssl_ca)}
-            connect_args["ssl_verify_cert"] = db.ssl_verify_cert
-            connect_args["ssl_verify_identity"] = db.ssl_verify_identity
         engine = create_engine(
             url, echo=db.echo, pool_size=db.pool_size, pool_pre_ping=True, pool_recycle=300,
-            connect_args=connect_args,
+            connect_args=connect_args(db),
         )
-        return TiDBStore(engine)
     except NoSuchModuleError as exc:
         raise ConfigError(f"no driver for {redact(url)!r}: {exc}") from exc
+    try:
+        with engine.connect() as c:
+            info = probe(c)
+    except DBAPIError as exc:
+        engine.dispose()
+        err = classify(exc)
+        if type(err) is DatabaseUnavailable:
+            raise DatabaseUnavailable(f"cannot reach the database: {err.message.removeprefix('database error: ')}") \
+                from exc
+        raise err from exc
+    if info.flavor == "tidb":
+        # Read by kb/types.py: VECTOR(d) columns on TiDB, float32 blobs on MySQL / MariaDB.
+        engine.dialect.medkb_native_vectors = True  # type: ignore[attr-defined]
+        return TiDBStore(engine)
+    return MySQLStore(engine, info.flavor)
 
 
 def init_store(store: KnowledgeStore, embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> bool:
-    """Create or upgrade the schema; True if anything changed. Safe to run any number of times."""
+    """Create or upgrade the schema; True if anything changed. Safe to run any number of times.
+
+    On a server, its kind and version are checked first (nothing is created on one that cannot hold
+    the schema); the embedding dimension is recorded in kb_meta, which every write is checked against.
+    """
     store.ping()
+    if store.engine.dialect.name == "mysql":
+        with store.engine.connect() as c:
+            check_server(c)
     changed = migrate.upgrade(store.engine, embedding_dim)
+    store.record_dimension(embedding_dim)
     if isinstance(store, TiDBStore):
         store.ensure_vector_index()
     return changed
-

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from medkb.kb.types import Embedding
@@ -26,14 +27,19 @@ from medkb.kb.types import Embedding
 # Documents of this tenant are visible to every tenant (public guidelines, literature, ontologies).
 PUBLIC_TENANT = "public"
 DOC_TYPES = ("guideline", "literature", "record_note")
-# The dimension the schema is created with when nothing else is said (all-MiniLM-L6-v2, e5-small).
+# The dimension the schema is created with when ``init`` is not told the model's (all-MiniLM-L6-v2,
+# e5-small); ``init`` records the real one in kb_meta, which every write is checked against.
 DEFAULT_EMBEDDING_DIM = 384
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only autoincrements INTEGER
 
 
+# MySQL's plain DATETIME drops microseconds: audit rows and versions written in one second would tie.
+Timestamp = DateTime(timezone=False).with_variant(MYSQL_DATETIME(fsp=6), "mysql")
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=False)}
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: Timestamp}
 
 
 def _now() -> dt.datetime:
@@ -113,7 +119,7 @@ class Chunk(Base):
     char_start: Mapped[int] = mapped_column(Integer, default=0)
     char_end: Mapped[int] = mapped_column(Integer, default=0)
     page: Mapped[int | None] = mapped_column(Integer)
-    embedding: Mapped[Any] = mapped_column(Embedding(DEFAULT_EMBEDDING_DIM), nullable=True)
+    embedding: Mapped[Any] = mapped_column(Embedding(), nullable=True)
 
 
 class Entity(Base):
@@ -127,7 +133,7 @@ class Entity(Base):
     name: Mapped[str] = mapped_column(String(512))
     codes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"ICD10CM": ["E11"], ...}
     synonyms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"en": [...], "zh": [...]}
-    embedding: Mapped[Any] = mapped_column(Embedding(DEFAULT_EMBEDDING_DIM), nullable=True)
+    embedding: Mapped[Any] = mapped_column(Embedding(), nullable=True)
 
 
 class EntityCode(Base):

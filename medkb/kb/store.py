@@ -10,12 +10,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, text, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Integer, String, cast, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from medkb.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from medkb.kb import models as m
+from medkb.kb.dberrors import classify, retrying
 from medkb.kb.filters import SearchFilters, document_clause
 from medkb.kb.records import AddResult, ChunkView, DocumentIn, SourceInfo, VectorHit
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 GENERATION_KEY = "chunk_generation"
 EMBED_MODEL_KEY = "embedding_model"
 EMBED_DIM_KEY = "embedding_dim"
+# Rows per multi-row INSERT statement (a few MB of text and vectors, under max_allowed_packet).
+INSERT_BATCH = 200
+# Rows per transaction when deleting a source: bounded for TiDB's transaction size limit.
+DELETE_BATCH = 500
 
 
 def _version_key(v: str) -> tuple:
@@ -54,8 +59,10 @@ class KnowledgeStore(abc.ABC):
         try:
             with self._sessions.begin() as s:
                 yield s
-        except OperationalError as exc:
-            raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
+        except (OperationalError, InternalError) as exc:
+            # Classified by server code: deadlocks and write conflicts become DatabaseBusy (retried by
+            # the writers below), "transaction too large" a DatabaseError, a lost server unavailable.
+            raise classify(exc) from exc
 
     def ping(self) -> None:
         try:
@@ -88,11 +95,31 @@ class KnowledgeStore(abc.ABC):
         return int(self.get_meta(GENERATION_KEY) or 0)
 
     def _bump_generation(self, s: Session) -> None:
-        row = s.get(m.Meta, GENERATION_KEY)
-        if row is None:
+        """+1 in SQL, under the row lock of the same transaction: two writers never both write N+1."""
+        bumped = s.execute(
+            update(m.Meta)
+            .where(m.Meta.key == GENERATION_KEY)
+            .values(value=cast(cast(m.Meta.value, Integer) + 1, String))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not bumped:
             s.add(m.Meta(key=GENERATION_KEY, value="1"))
-        else:
-            row.value = str(int(row.value) + 1)
+            s.flush()
+
+    def record_dimension(self, dim: int) -> None:
+        """Fix the knowledge base's embedding dimension at ``init``; another one later is a Conflict."""
+        def run() -> None:
+            with self.session() as s:
+                cur = self.get_meta(EMBED_DIM_KEY, s)
+                if cur is not None and int(cur) != dim:
+                    raise Conflict(f"this knowledge base holds embeddings of dimension {cur}, not {dim}; "
+                                   "use a new database for a model of another dimension")
+                if cur is None:
+                    self._set_meta(s, EMBED_DIM_KEY, str(dim))
+                if s.get(m.Meta, GENERATION_KEY) is None:
+                    s.add(m.Meta(key=GENERATION_KEY, value="0"))
+
+        retrying(run)
 
     def embedding_info(self) -> tuple[str | None, int | None]:
         with self.session() as s:
@@ -103,7 +130,7 @@ class KnowledgeStore(abc.ABC):
         """Record the knowledge base's embedding model; refuse a second, different one."""
         with self.session() as s:
             cur_model, cur_dim = self.get_meta(EMBED_MODEL_KEY, s), self.get_meta(EMBED_DIM_KEY, s)
-            if cur_dim is not None and (int(cur_dim) != dim or cur_model != model):
+            if cur_dim is not None and (int(cur_dim) != dim or cur_model not in (None, model)):
                 raise Conflict(
                     f"this knowledge base holds {cur_model} embeddings of dimension {cur_dim}; "
                     f"refusing {model} (dimension {dim}). Use a new database for another model."
@@ -114,25 +141,32 @@ class KnowledgeStore(abc.ABC):
     # ---- tenants and sources ---------------------------------------------------------------
 
     def ensure_tenant(self, tenant_id: str, name: str | None = None) -> None:
-        with self.session() as s:
-            if s.get(m.Tenant, tenant_id) is None:
-                s.add(m.Tenant(id=tenant_id, name=name or tenant_id))
+        def run() -> None:
+            with self.session() as s:
+                if s.get(m.Tenant, tenant_id) is None:
+                    s.add(m.Tenant(id=tenant_id, name=name or tenant_id))
+
+        _once_more_on_duplicate(lambda: retrying(run))
 
     def ensure_source(
         self, tenant_id: str, name: str, kind: str = "docs", release: str | None = None,
         description: str | None = None,
     ) -> int:
         self.ensure_tenant(tenant_id)
-        with self.session() as s:
-            src = s.scalar(select(m.Source).where(m.Source.tenant_id == tenant_id, m.Source.name == name))
-            if src is None:
-                src = m.Source(tenant_id=tenant_id, name=name, kind=kind, release=release,
-                               description=description)
-                s.add(src)
-                s.flush()
-            elif release and src.release != release:
-                src.release = release
-            return src.id
+
+        def run() -> int:
+            with self.session() as s:
+                src = s.scalar(select(m.Source).where(m.Source.tenant_id == tenant_id, m.Source.name == name))
+                if src is None:
+                    src = m.Source(tenant_id=tenant_id, name=name, kind=kind, release=release,
+                                   description=description)
+                    s.add(src)
+                    s.flush()
+                elif release and src.release != release:
+                    src.release = release
+                return src.id
+
+        return _once_more_on_duplicate(lambda: retrying(run))
 
     def get_source(self, tenant_id: str, name: str) -> SourceInfo:
         for info in self.list_sources(tenant_id, include_public=False):
@@ -177,49 +211,71 @@ class KnowledgeStore(abc.ABC):
             ]
 
     def delete_source(self, tenant_id: str, name: str) -> SourceInfo:
-        """Delete a source and everything derived from it, in one transaction."""
+        """Delete a source and everything derived from it, committed in batches of DELETE_BATCH rows
+        (a large ontology would exceed a server's transaction size as one). Interrupted, it leaves a
+        source with fewer rows that ``delete_source`` run again finishes; the source row goes last."""
         info = self.get_source(tenant_id, name)
-        with self.session() as s:
-            sid = info.id
-            doc_ids = select(m.Document.id).where(m.Document.source_id == sid)
-            chunk_ids = select(m.Chunk.id).where(m.Chunk.document_id.in_(doc_ids))
-            s.execute(delete(m.Mention).where(m.Mention.chunk_id.in_(chunk_ids)))
-            s.execute(delete(m.Edge).where(m.Edge.chunk_id.in_(chunk_ids)))
-            s.execute(delete(m.Edge).where(m.Edge.source_id == sid))
-            s.execute(delete(m.Chunk).where(m.Chunk.document_id.in_(doc_ids)))
-            s.execute(delete(m.Document).where(m.Document.source_id == sid))
-            self._delete_patients(s, select(m.Patient.id).where(m.Patient.source_id == sid))
-            s.execute(delete(m.EntityCode).where(m.EntityCode.source_id == sid))
-            s.execute(delete(m.EntityName).where(m.EntityName.source_id == sid))
-            self._delete_orphan_entities(s)
-            s.execute(delete(m.Source).where(m.Source.id == sid))
-            self._bump_generation(s)
+        sid = info.id
+        doc_ids = select(m.Document.id).where(m.Document.source_id == sid)
+        self._delete_batches(doc_ids, self._delete_documents)
+        self._delete_batches(select(m.Edge.id).where(m.Edge.source_id == sid),
+                             lambda s, ids: s.execute(delete(m.Edge).where(m.Edge.id.in_(ids))))
+        self._delete_batches(select(m.Patient.id).where(m.Patient.source_id == sid), self._delete_patients)
+        self._delete_batches(
+            select(m.EntityCode.system, m.EntityCode.code).where(m.EntityCode.source_id == sid),
+            lambda s, keys: s.execute(delete(m.EntityCode).where(
+                tuple_(m.EntityCode.system, m.EntityCode.code).in_([tuple(k) for k in keys]))),
+            scalar=False,
+        )
+        self._delete_batches(select(m.EntityName.id).where(m.EntityName.source_id == sid),
+                             lambda s, ids: s.execute(delete(m.EntityName).where(m.EntityName.id.in_(ids))))
+        named, coded = select(m.EntityName.entity_id), select(m.EntityCode.entity_id)
+        self._delete_batches(select(m.Entity.id).where(m.Entity.id.not_in(named), m.Entity.id.not_in(coded)),
+                             self._delete_entities)
+
+        def drop_source() -> None:
+            with self.session() as s:
+                s.execute(delete(m.Source).where(m.Source.id == sid))
+                self._bump_generation(s)
+
+        retrying(drop_source)
         self._invalidate()
         return info
 
-    def _delete_patients(self, s: Session, patient_ids) -> None:  # type: ignore[no-untyped-def]
-        ids = list(s.scalars(patient_ids))
-        for i in range(0, len(ids), 500):
-            batch = ids[i : i + 500]
-            for table in (m.Encounter, m.Condition, m.Medication, m.Observation, m.Allergy, m.Procedure,
-                          m.ObservationPeriod):
-                s.execute(delete(table).where(table.patient_id.in_(batch)))
-            s.execute(delete(m.Patient).where(m.Patient.id.in_(batch)))
+    def _delete_batches(self, ids_query, delete_batch, scalar: bool = True) -> None:  # type: ignore[no-untyped-def]
+        """Run ``delete_batch(session, ids)`` over the rows ``ids_query`` selects, one transaction per
+        DELETE_BATCH rows (each bumping the generation, so other processes' caches follow)."""
+        while True:
+            def run() -> bool:
+                with self.session() as s:
+                    q = ids_query.limit(DELETE_BATCH)
+                    ids = list(s.scalars(q) if scalar else s.execute(q).all())
+                    if not ids:
+                        return False
+                    delete_batch(s, ids)
+                    self._bump_generation(s)
+                    return True
 
-    def _delete_orphan_entities(self, s: Session) -> None:
-        named = select(m.EntityName.entity_id)
-        coded = select(m.EntityCode.entity_id)
-        orphans = list(
-            s.scalars(select(m.Entity.id).where(m.Entity.id.not_in(named), m.Entity.id.not_in(coded)))
-        )
-        for i in range(0, len(orphans), 500):
-            batch = orphans[i : i + 500]
-            s.execute(delete(m.Mention).where(m.Mention.entity_id.in_(batch)))
-            s.execute(delete(m.Edge).where(m.Edge.source_entity_id.in_(batch)))
-            s.execute(delete(m.Edge).where(m.Edge.target_entity_id.in_(batch)))
-            for table in (m.Condition, m.Medication):
-                s.execute(update(table).where(table.entity_id.in_(batch)).values(entity_id=None))
-            s.execute(delete(m.Entity).where(m.Entity.id.in_(batch)))
+            if not retrying(run):
+                return
+
+    def _delete_documents(self, s: Session, doc_ids: Sequence[int]) -> None:
+        self._delete_chunks(s, doc_ids)
+        s.execute(delete(m.Document).where(m.Document.id.in_(doc_ids)))
+
+    def _delete_patients(self, s: Session, ids: Sequence[str]) -> None:
+        for table in (m.Encounter, m.Condition, m.Medication, m.Observation, m.Allergy, m.Procedure,
+                      m.ObservationPeriod):
+            s.execute(delete(table).where(table.patient_id.in_(ids)))
+        s.execute(delete(m.Patient).where(m.Patient.id.in_(ids)))
+
+    def _delete_entities(self, s: Session, ids: Sequence[int]) -> None:
+        s.execute(delete(m.Mention).where(m.Mention.entity_id.in_(ids)))
+        s.execute(delete(m.Edge).where(m.Edge.source_entity_id.in_(ids)))
+        s.execute(delete(m.Edge).where(m.Edge.target_entity_id.in_(ids)))
+        for table in (m.Condition, m.Medication):
+            s.execute(update(table).where(table.entity_id.in_(ids)).values(entity_id=None))
+        s.execute(delete(m.Entity).where(m.Entity.id.in_(ids)))
 
     # ---- documents --------------------------------------------------------------------------
 
@@ -235,6 +291,11 @@ class KnowledgeStore(abc.ABC):
         chash = doc.content_hash or doc.compute_hash()
         dim = self._check_dims(doc)
         source_id = self.ensure_source(doc.tenant_id, doc.source)
+        result = retrying(lambda: self._add_document(doc, chash, dim, source_id))
+        self._invalidate()
+        return result
+
+    def _add_document(self, doc: DocumentIn, chash: str, dim: int | None, source_id: int) -> AddResult:
         with self._lock, self.session() as s:
             if dim is not None:
                 self._check_kb_dim(s, dim)
@@ -261,7 +322,6 @@ class KnowledgeStore(abc.ABC):
             self._apply_versions(s, row)
             chunk_ids = self._insert_chunks(s, row, doc)
             self._bump_generation(s)
-        self._invalidate()
         return AddResult(status, row.id, tuple(chunk_ids))
 
     def _check_dims(self, doc: DocumentIn) -> int | None:
@@ -285,30 +345,38 @@ class KnowledgeStore(abc.ABC):
                 )
             )
         )
-        newest = max(siblings, key=lambda d: (_version_key(d.version), d.id))
+        # Ties broken by time, then id: AUTO_INCREMENT is unique but not monotonic across TiDB nodes.
+        newest = max(siblings, key=lambda d: (_version_key(d.version), d.created_at, d.id))
         for d in siblings:
             d.superseded = d.id != newest.id
 
     def _insert_chunks(self, s: Session, row: m.Document, doc: DocumentIn) -> list[int]:
-        chunks = [
-            m.Chunk(
-                tenant_id=doc.tenant_id, document_id=row.id, ordinal=i, section=c.section, text=c.text,
-                token_count=c.token_count, char_start=c.char_start, char_end=c.char_end, page=c.page,
-                embedding=None if c.embedding is None else np.asarray(c.embedding, dtype=np.float32),
-            )
+        """Multi-row INSERTs (one round trip per batch, not per chunk); ids are read back by the
+        unique (document, ordinal) key, which works on every backend, RETURNING or not."""
+        if not doc.chunks:
+            return []
+        rows = [
+            {"tenant_id": doc.tenant_id, "document_id": row.id, "ordinal": i, "section": c.section,
+             "text": c.text, "token_count": c.token_count, "char_start": c.char_start, "char_end": c.char_end,
+             "page": c.page,
+             "embedding": None if c.embedding is None else np.asarray(c.embedding, dtype=np.float32)}
             for i, c in enumerate(doc.chunks)
         ]
-        s.add_all(chunks)
-        s.flush()
+        conn = s.connection()
+        for i in range(0, len(rows), INSERT_BATCH):
+            conn.execute(insert(m.Chunk.__table__), rows[i : i + INSERT_BATCH])
+        by_ordinal = dict(conn.execute(
+            select(m.Chunk.ordinal, m.Chunk.id).where(m.Chunk.document_id == row.id)
+        ).all())
+        ids = [by_ordinal[i] for i in range(len(rows))]
         mentions = [
-            m.Mention(chunk_id=ch.id, entity_id=eid, tenant_id=doc.tenant_id, count=n)
-            for ch, c in zip(chunks, doc.chunks)
+            {"chunk_id": cid, "entity_id": eid, "tenant_id": doc.tenant_id, "count": n}
+            for cid, c in zip(ids, doc.chunks)
             for eid, n in c.entity_ids.items()
         ]
-        if mentions:
-            s.add_all(mentions)
-            s.flush()
-        return [c.id for c in chunks]
+        for i in range(0, len(mentions), INSERT_BATCH):
+            conn.execute(insert(m.Mention.__table__), mentions[i : i + INSERT_BATCH])
+        return ids
 
     def _delete_chunks(self, s: Session, doc_ids: Sequence[int]) -> None:
         chunk_ids = select(m.Chunk.id).where(m.Chunk.document_id.in_(doc_ids))
@@ -317,6 +385,10 @@ class KnowledgeStore(abc.ABC):
         s.execute(delete(m.Chunk).where(m.Chunk.document_id.in_(doc_ids)))
 
     def delete_document(self, document_id: int) -> None:
+        retrying(lambda: self._delete_document(document_id))
+        self._invalidate()
+
+    def _delete_document(self, document_id: int) -> None:
         with self._lock, self.session() as s:
             doc = s.get(m.Document, document_id)
             if doc is None:
@@ -332,7 +404,6 @@ class KnowledgeStore(abc.ABC):
             if rest is not None:
                 self._apply_versions(s, rest)
             self._bump_generation(s)
-        self._invalidate()
 
     def get_document(self, document_id: int, tenant_id: str | None = None) -> dict:
         with self.session() as s:
@@ -367,7 +438,7 @@ class KnowledgeStore(abc.ABC):
                 .join(m.Source, m.Source.id == m.Document.source_id)
                 .where(m.Source.tenant_id == tenant_id, m.Source.name == source,
                        m.Document.external_id == external_id)
-                .order_by(m.Document.id)
+                .order_by(m.Document.created_at, m.Document.id)
             ).all()
         return [self.get_document(i) for i in ids]
 
@@ -387,6 +458,7 @@ class KnowledgeStore(abc.ABC):
         with self.session() as s:
             q = (
                 select(m.Chunk, m.Document, m.Source.name)
+                .options(defer(m.Chunk.embedding))  # never shown; the vectors are most of the row
                 .join(m.Document, m.Document.id == m.Chunk.document_id)
                 .join(m.Source, m.Source.id == m.Document.source_id)
                 .where(m.Chunk.id.in_(chunk_ids))
@@ -445,6 +517,14 @@ def _view(c: m.Chunk, d: m.Document, source: str) -> ChunkView:
         source=source, superseded=d.superseded, patient_id=d.patient_id,
         effective_date=d.effective_date, metadata=d.meta or {},
     )
+
+
+def _once_more_on_duplicate(fn):  # type: ignore[no-untyped-def]
+    """Get-or-create raced by another process: its row now exists, so the second run finds it."""
+    try:
+        return fn()
+    except IntegrityError:
+        return fn()
 
 
 def _short(exc: BaseException) -> str:

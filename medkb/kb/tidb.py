@@ -1,11 +1,11 @@
-"""TiDB backend: VECTOR(d) columns, VEC_COSINE_DISTANCE top-k in SQL, HNSW index when TiFlash exists."""
+"""TiDB-only surface: VECTOR columns, the HNSW DDL, the ANN query (post-filtered, widened), the exact path."""
 
 from __future__ import annotations
 
 import logging
 
 import numpy as np
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Select, func, literal_column, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from medkb.errors import Conflict
@@ -16,14 +16,60 @@ from medkb.kb.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
 
-# TiDB keeps a transaction under txn-total-size-limit (100 MB by default); embeddings of 384 floats
-# are ~3 KB as text, so a document is committed in insert batches well below that.
-INSERT_BATCH = 500
+INDEX_NAME = "vec_idx_chunks_embedding"
+# The documented TiDB forms (docs.pingcap.com, "Vector Search Index"): a TiFlash replica first, then
+# the HNSW index on the cosine distance of the column.
+HNSW_DDL = (
+    "ALTER TABLE chunks SET TIFLASH REPLICA 1",
+    f"ALTER TABLE chunks ADD VECTOR INDEX {INDEX_NAME} ((VEC_COSINE_DISTANCE(embedding))) USING HNSW",
+)
+# Filters that leave fewer rows than this (or this share of all rows) are searched exactly: post-
+# filtering an ANN candidate list loses recall when the filter keeps very few rows (one patient's notes).
+EXACT_MAX_ROWS = 2000
+EXACT_MAX_SHARE = 0.05
+FIRST_MULTIPLIER = 4
+MAX_CANDIDATES = 10_000
+
+
+def vector_literal(q: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in q.tolist()) + "]"
+
+
+def ann_query(qtext: str, n: int, filters: SearchFilters, k: int) -> Select:
+    """ANN in an inner query with no WHERE (the only shape TiDB's vector index serves: ORDER BY the
+    distance LIMIT n), filters and the join outside it. The query vector is bound once."""
+    c = m.Chunk.__table__.c
+    dist = func.vec_cosine_distance(c.embedding, qtext).label("distance")
+    has = c.embedding.is_not(None).label("has_vec")
+    inner = select(c.id, c.document_id, has, dist).order_by(literal_column("distance")).limit(n).subquery("ann")
+    # A zero-norm vector has a NULL distance: score 0 (distance 1), as on SQLite.
+    d = func.coalesce(inner.c.distance, 1.0).label("d")
+    return (
+        select(inner.c.id, d)
+        .join(m.Document, m.Document.id == inner.c.document_id)
+        .where(document_clause(filters), inner.c.has_vec == 1)
+        .order_by(literal_column("d"), inner.c.id)
+        .limit(k)
+    )
+
+
+def exact_query(qtext: str, filters: SearchFilters, k: int) -> Select:
+    """Exact KNN over the rows the filters allow (no index); a zero-norm vector (NULL distance) ranks
+    last with score 0, as on SQLite."""
+    c = m.Chunk.__table__.c
+    dist = func.coalesce(func.vec_cosine_distance(c.embedding, qtext), 1.0).label("distance")
+    return (
+        select(c.id, dist)
+        .join(m.Document, m.Document.id == c.document_id)
+        .where(document_clause(filters), c.embedding.is_not(None))
+        .order_by(literal_column("distance"), c.id)
+        .limit(k)
+    )
 
 
 class TiDBStore(KnowledgeStore):
-    """Exact KNN in SQL with the filters in the same WHERE clause; an HNSW index (which needs a
-    TiFlash replica) is added by ``ensure_vector_index`` when the cluster can hold one."""
+    """ANN through the HNSW index (which needs a TiFlash replica) with the filters applied outside
+    it, widened until k rows survive; exact KNN for very selective filters."""
 
     backend = "tidb"
 
@@ -39,15 +85,12 @@ class TiDBStore(KnowledgeStore):
             with self.engine.begin() as c:
                 existing = c.execute(
                     text("SELECT COUNT(*) FROM information_schema.tidb_indexes "
-                         "WHERE table_schema = DATABASE() AND table_name = 'chunks' "
-                         "AND key_name = 'vec_idx_chunks_embedding'")
+                         "WHERE table_schema = DATABASE() AND table_name = 'chunks' AND key_name = :k"),
+                    {"k": INDEX_NAME},
                 ).scalar()
                 if not existing:
-                    c.execute(text("ALTER TABLE chunks SET TIFLASH REPLICA 1"))
-                    c.execute(
-                        text("ALTER TABLE chunks ADD VECTOR INDEX vec_idx_chunks_embedding "
-                             "((VEC_COSINE_DISTANCE(embedding))) USING HNSW")
-                    )
+                    for ddl in HNSW_DDL:
+                        c.execute(text(ddl))
             self.vector_index = True
         except SQLAlchemyError as exc:
             log.warning("no HNSW vector index (exact KNN instead): %s",
@@ -62,14 +105,24 @@ class TiDBStore(KnowledgeStore):
         _, dim = self.embedding_info()
         if dim is not None and q.shape[0] != dim:
             raise Conflict(f"query dimension {q.shape[0]} != knowledge base dimension {dim}")
-        qtext = "[" + ",".join(f"{x:.7g}" for x in q.tolist()) + "]"
-        dist = func.vec_cosine_distance(m.Chunk.__table__.c.embedding, qtext)
+        qtext = vector_literal(q)
+        allowed = self.allowed_chunk_ids(filters).size
+        if allowed == 0:
+            return []
+        total = self.count("chunks")
+        if allowed <= EXACT_MAX_ROWS or allowed <= EXACT_MAX_SHARE * total:
+            return self._run(exact_query(qtext, filters, k))
+        n = k * FIRST_MULTIPLIER
+        while True:
+            hits = self._run(ann_query(qtext, n, filters, k))
+            if len(hits) >= min(k, allowed) or n >= total or n >= MAX_CANDIDATES:
+                return hits
+            n = min(n * FIRST_MULTIPLIER, MAX_CANDIDATES)
+
+    def _run(self, stmt: Select) -> list[VectorHit]:
         with self.session() as s:
-            rows = s.execute(
-                select(m.Chunk.id, dist.label("d"))
-                .join(m.Document, m.Document.id == m.Chunk.document_id)
-                .where(document_clause(filters), m.Chunk.__table__.c.embedding.is_not(None))
-                .order_by(dist, m.Chunk.id)
-                .limit(k)
-            ).all()
+            rows = s.execute(stmt).all()
         return [VectorHit(int(i), 1.0 - float(d)) for i, d in rows]
+
+
+__all__ = ["HNSW_DDL", "TiDBStore", "ann_query", "exact_query"]
