@@ -60,10 +60,20 @@ def _root(
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
+def init(
+    ctx: typer.Context,
+    app_user: Annotated[Optional[str], typer.Option(
+        "--app-user", help="Also create this restricted database user for `medkb serve` (server databases): "
+        "INSERT and SELECT only on audit_log. Its password is printed once.")] = None,
+    app_host: Annotated[str, typer.Option("--app-host", help="Host part of the --app-user account.")] = "%",
+    print_grants: Annotated[bool, typer.Option(
+        "--print-grants", help="With --app-user: print the CREATE USER / GRANT statements for a DBA "
+        "instead of running them.")] = False,
+) -> None:
     """Create or upgrade the schema. Running it again changes nothing.
 
     Example: medkb --db sqlite:///./kb.db init
+    Example: medkb --db mysql+pymysql://admin@db:4000/medkb init --app-user medkb_app --print-grants
     """
     c = get_ctx(ctx)
     from medkb.kb.embeddings import model_dimension
@@ -71,6 +81,16 @@ def init(ctx: typer.Context) -> None:
     changed = init_store(c.store, model_dimension(c.settings.embedding.model))
     where = redact(c.settings.database.url)
     console.print(f"initialised {where}" if changed else f"{where} is already up to date")
+    if app_user:
+        from medkb.kb.factory import create_app_user
+
+        stmts, password = create_app_user(c.store, app_user, app_host, execute=not print_grants,
+                                          password="<choose a password>" if print_grants else None)
+        if print_grants:
+            console.print(";\n".join(stmts) + ";", markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(f"created database user {app_user}@{app_host} (audit_log: INSERT and SELECT only); "
+                          f"password, shown once: {password}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -23,7 +23,9 @@ def source_details(store: KnowledgeStore, tenant_id: str, name: str, recent: int
         docs = s.execute(
             select(m.Document.id, m.Document.external_id, m.Document.title, m.Document.version,
                    m.Document.superseded, m.Document.created_at)
-            .where(m.Document.source_id == info.id).order_by(m.Document.id.desc()).limit(recent)
+            .where(m.Document.source_id == info.id)
+            # By time, then id: AUTO_INCREMENT ids are not monotonic across TiDB nodes.
+            .order_by(m.Document.created_at.desc(), m.Document.id.desc()).limit(recent)
         ).all()
     return {
         **info.__dict__,

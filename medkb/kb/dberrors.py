@@ -51,6 +51,9 @@ def classify(exc: DBAPIError) -> MedkbError:
     first = str(getattr(exc, "orig", exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__
     if code in RETRYABLE:
         return DatabaseBusy(f"database busy ({RETRYABLE[code]}, code {code}): {first}", code)
+    if code == 2003 and ("CERTIFICATE_VERIFY_FAILED" in first or "SSL" in first):
+        return ConfigError(f"TLS verification of the database server failed (check MEDKB_DATABASE_SSL_CA and "
+                           f"the host name in the URL): {first}")
     if code in CONFIG:
         return ConfigError(f"database refused the connection ({CONFIG[code]}, code {code}): {first}")
     if code is None or code in UNAVAILABLE:

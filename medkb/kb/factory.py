@@ -12,7 +12,7 @@ from medkb.kb import migrate
 from medkb.kb.dberrors import classify
 from medkb.kb.models import DEFAULT_EMBEDDING_DIM
 from medkb.kb.mysql import MySQLStore
-from medkb.kb.mysql_server import check_server, connect_args, probe
+from medkb.kb.mysql_server import app_user_sql, check_server, connect_args, pin_collation, probe
 from medkb.kb.sqlite import SQLiteStore, configure_sqlite
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.tidb import TiDBStore
@@ -83,10 +83,35 @@ def init_store(store: KnowledgeStore, embedding_dim: int = DEFAULT_EMBEDDING_DIM
     """
     store.ping()
     if store.engine.dialect.name == "mysql":
-        with store.engine.connect() as c:
+        with store.engine.begin() as c:
             check_server(c)
+            fresh = migrate.current_revision(store.engine) is None and pin_collation(c)
+        if fresh:
+            store.engine.dispose()  # pooled sessions keep the old default collation for CREATE TABLE
     changed = migrate.upgrade(store.engine, embedding_dim)
     store.record_dimension(embedding_dim)
     if isinstance(store, TiDBStore):
         store.ensure_vector_index()
     return changed
+
+
+def create_app_user(store: KnowledgeStore, user: str, host: str = "%", *, execute: bool = True,
+                    password: str | None = None) -> tuple[list[str], str]:
+    """Create (or, with ``execute=False``, only write out) the restricted application user of a
+    server database; returns the statements and the password (generated unless given)."""
+    import secrets
+
+    from medkb.kb import models as m
+
+    if store.engine.dialect.name != "mysql":
+        raise ConfigError("--app-user is for server databases (TiDB, MySQL, MariaDB); SQLite has no users "
+                          "and its audit_log is append-only through triggers")
+    with store.engine.connect() as c:
+        database = str(c.exec_driver_sql("SELECT DATABASE()").scalar())
+    password = password or secrets.token_urlsafe(18)
+    stmts = app_user_sql(database, user, host, [*m.TABLES, "alembic_version"], password)
+    if execute:
+        with store.engine.begin() as c:
+            for stmt in stmts:
+                c.exec_driver_sql(stmt.replace("%", "%%"))  # pymysql formats the statement
+    return stmts, password

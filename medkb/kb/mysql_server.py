@@ -79,6 +79,17 @@ def check_server(conn: Connection) -> ServerInfo:
     return info
 
 
+def pin_collation(conn: Connection) -> bool:
+    """Make utf8mb4_bin the database default before medkb creates its tables there (converting
+    tables afterwards is refused on MariaDB while foreign keys join them); True if it changed."""
+    current = conn.execute(text("SELECT default_collation_name FROM information_schema.schemata "
+                                "WHERE schema_name = DATABASE()")).scalar()
+    if current == COLLATION:
+        return False
+    conn.execute(text(f"ALTER DATABASE CHARACTER SET {CHARSET} COLLATE {COLLATION}"))
+    return True
+
+
 def tls_context(db: DatabaseSettings) -> ssl.SSLContext | None:
     """An SSLContext that does exactly what the settings say (pymysql's ``ssl=`` dict with the verify
     flags beside it silently drops the CA file); None when no CA is configured."""
@@ -101,3 +112,26 @@ def connect_args(db: DatabaseSettings) -> dict[str, Any]:
     if ctx is not None:
         args["ssl"] = ctx
     return args
+
+
+# ---- the restricted application user --------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")
+_HOST = re.compile(r"[A-Za-z0-9_.%:-]{1,255}")
+
+
+def app_user_sql(database: str, user: str, host: str, tables: list[str], password: str) -> list[str]:
+    """CREATE USER and table-level GRANTs for the account ``medkb serve`` should use: every DML on
+    medkb's tables except ``audit_log``, where only INSERT and SELECT — so the audit trail is
+    append-only even on TiDB, which has no triggers. Migrations keep running as the owner."""
+    if not _NAME.fullmatch(user):
+        raise ConfigError(f"--app-user {user!r}: expected 1-32 letters, digits or underscores")
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"--app-host {host!r}: expected a host name, address or '%'")
+    who = f"'{user}'@'{host}'"
+    stmts = [f"CREATE USER IF NOT EXISTS {who} IDENTIFIED BY '{password}'"]
+    for table in tables:
+        privileges = {"audit_log": "SELECT, INSERT", "alembic_version": "SELECT"}.get(
+            table, "SELECT, INSERT, UPDATE, DELETE")
+        stmts.append(f"GRANT {privileges} ON `{database}`.`{table}` TO {who}")
+    return stmts

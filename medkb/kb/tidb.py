@@ -39,7 +39,7 @@ def ann_query(qtext: str, n: int, filters: SearchFilters, k: int) -> Select:
     """ANN in an inner query with no WHERE (the only shape TiDB's vector index serves: ORDER BY the
     distance LIMIT n), filters and the join outside it. The query vector is bound once."""
     c = m.Chunk.__table__.c
-    dist = func.vec_cosine_distance(c.embedding, qtext).label("distance")
+    dist = func.VEC_COSINE_DISTANCE(c.embedding, qtext).label("distance")
     has = c.embedding.is_not(None).label("has_vec")
     inner = select(c.id, c.document_id, has, dist).order_by(literal_column("distance")).limit(n).subquery("ann")
     # A zero-norm vector has a NULL distance: score 0 (distance 1), as on SQLite.
@@ -57,7 +57,7 @@ def exact_query(qtext: str, filters: SearchFilters, k: int) -> Select:
     """Exact KNN over the rows the filters allow (no index); a zero-norm vector (NULL distance) ranks
     last with score 0, as on SQLite."""
     c = m.Chunk.__table__.c
-    dist = func.coalesce(func.vec_cosine_distance(c.embedding, qtext), 1.0).label("distance")
+    dist = func.coalesce(func.VEC_COSINE_DISTANCE(c.embedding, qtext), 1.0).label("distance")
     return (
         select(c.id, dist)
         .join(m.Document, m.Document.id == c.document_id)

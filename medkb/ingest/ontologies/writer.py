@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from medkb.errors import ConfigError
 from medkb.kb import models as m
@@ -99,7 +99,6 @@ class _Index:
             for norm, typ, eid in rows:
                 self.names.setdefault((typ, norm), eid)
                 self.have_names.add((eid, norm))
-            self.next_id = int(s.scalar(select(func.max(m.Entity.id))) or 0) + 1
         self.systems: dict[int, set[str]] = defaultdict(set)
         for (sy, _c), e in self.codes.items():
             self.systems[e].add(sy)
@@ -144,7 +143,9 @@ class OntologyWriter:
         for i, t in enumerate(data.terms):
             eid = self._resolve(t, idx, key_to_id)
             if eid is None:
-                eid, idx.next_id = idx.next_id, idx.next_id + 1
+                # A placeholder until the database assigns the id: never an explicit id into an
+                # AUTO_INCREMENT column (TiDB nodes allocate their own ranges; max+1 collides).
+                eid = -(len(new_entities) + 1)
                 new_entities[eid] = {"id": eid, "tenant_id": m.PUBLIC_TENANT, "type": t.type,
                                      "name": t.name[:512], "codes": {}, "synonyms": {}}
                 report.entities_added += 1
@@ -175,7 +176,10 @@ class OntologyWriter:
             codes, names = touched.pop(row["id"])
             row["codes"], row["synonyms"] = _merge_json({}, {}, codes, names, row["name"])
         report.codes_added, report.names_added = len(new_codes), len(new_names)
-        self._insert(m.Entity, list(new_entities.values()), "entities")
+        real = self._insert_entities(list(new_entities.values()))
+        for row in (*new_codes, *new_names):
+            row["entity_id"] = real.get(row["entity_id"], row["entity_id"])
+        key_to_id = {k: real.get(e, e) for k, e in key_to_id.items()}
         self._update_json(touched)
         self._insert(m.EntityCode, new_codes, "codes")
         self._insert(m.EntityName, new_names, "names")
@@ -239,6 +243,27 @@ class OntologyWriter:
         self._tick("edges", n, data.edge_total or n)
         report.edges_added = len(rows)
         self._insert(m.Edge, rows, "edges")
+
+    def _insert_entities(self, rows: list[dict[str, Any]]) -> dict[int, int]:
+        """Insert new entities without ids; placeholder → id the database gave. Multi-row with
+        RETURNING where the server has it (SQLite, MariaDB), one row per statement elsewhere."""
+        table, real = m.Entity.__table__, {}
+        returning = self.store.engine.dialect.insert_executemany_returning_sort_by_parameter_order
+        for start in range(0, len(rows), COMMIT_EVERY):
+            part = rows[start : start + COMMIT_EVERY]
+            with self.store.session() as s:
+                conn = s.connection()
+                for i in range(0, len(part), BATCH):
+                    batch = part[i : i + BATCH]
+                    values = [{k: v for k, v in r.items() if k != "id"} for r in batch]
+                    if returning:
+                        ids = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                           values).scalars().all()
+                    else:
+                        ids = [conn.execute(insert(table), v).inserted_primary_key[0] for v in values]
+                    real.update(zip((r["id"] for r in batch), ids))
+            self._tick("write entities", start + len(part), len(rows))
+        return real
 
     def _insert(self, table: type[m.Base], rows: list[dict[str, Any]], phase: str) -> None:
         """Core executemany in batches, one transaction per COMMIT_EVERY rows (resumable if interrupted)."""

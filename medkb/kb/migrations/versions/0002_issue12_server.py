@@ -36,17 +36,22 @@ def upgrade() -> None:
     if op.get_context().dialect.name != "mysql":
         return  # SQLite compares bytes, keeps microseconds and has its audit triggers from 0001
     bind = op.get_bind()
-    # Pin the binary collation (uniqueness as SQLite's: "Aspirin" != "aspirin"), for this database's
-    # later tables too; convert only tables that differ (TiDB's default already is utf8mb4_bin).
-    if bind.execute(text("SELECT @@collation_database")).scalar() != "utf8mb4_bin":
+    # The binary collation (uniqueness as on SQLite: "Aspirin" != "aspirin"). ``init`` makes it the
+    # database default before 0001 runs; tables an older init created otherwise are converted here
+    # (TiDB's default already is utf8mb4_bin, and 0001 could not run on MySQL / MariaDB before).
+    if bind.execute(text("SELECT default_collation_name FROM information_schema.schemata "
+                         "WHERE schema_name = DATABASE()")).scalar() != "utf8mb4_bin":
         op.execute("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     rows = bind.execute(text(
         "SELECT table_name, table_collation FROM information_schema.tables WHERE table_schema = DATABASE()"
     )).all()
     collations = {str(name).lower(): coll for name, coll in rows}
-    for table in MEDKB_TABLES:
-        if collations.get(table, "utf8mb4_bin") != "utf8mb4_bin":
+    convert = [t for t in MEDKB_TABLES if collations.get(t, "utf8mb4_bin") != "utf8mb4_bin"]
+    if convert:
+        op.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for table in convert:
             op.execute(f"ALTER TABLE `{table}` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        op.execute("SET FOREIGN_KEY_CHECKS = 1")
     for table, column, nullable in TIMESTAMPS:
         op.alter_column(table, column, type_=DATETIME(fsp=6), existing_nullable=nullable)
     if _flavor() == "tidb":
