@@ -187,3 +187,13 @@ class TestKnowledgeStoreContract:
             store.add_document(doc("t", "x", ["x"], np.random.default_rng(0)) if False else DocumentIn(
                 tenant_id="t", source="s", external_id="x",
                 chunks=[ChunkIn(text="x", embedding=np.ones(768, dtype=np.float32))]))
+
+    def test_zero_vectors_score_zero(self, store: KnowledgeStore, tenant: str) -> None:
+        """A zero-norm vector (stored or asked) scores 0 on every backend (TiDB's distance is NULL)."""
+        r = store.add_document(DocumentIn(tenant_id=tenant, source="s", external_id="z", chunks=[
+            ChunkIn(text="zero", embedding=np.zeros(DIM, dtype=np.float32)),
+            ChunkIn(text="ones", embedding=np.ones(DIM, dtype=np.float32))]))
+        f = SearchFilters(tenant_id=tenant)
+        hits = store.vector_search(np.ones(DIM, dtype=np.float32), 5, f)
+        assert [(h.chunk_id, round(h.score, 5)) for h in hits] == [(r.chunk_ids[1], 1.0), (r.chunk_ids[0], 0.0)]
+        assert sorted(round(h.score, 5) for h in store.vector_search(np.zeros(DIM, dtype=np.float32), 5, f)) == [0, 0]
