@@ -291,7 +291,9 @@ class KnowledgeStore(abc.ABC):
         chash = doc.content_hash or doc.compute_hash()
         dim = self._check_dims(doc)
         source_id = self.ensure_source(doc.tenant_id, doc.source)
-        result = retrying(lambda: self._add_document(doc, chash, dim, source_id))
+        # Another process adding the same (source, external id, version) at the same moment: the
+        # loser's second run finds the winner's row (unchanged, or replaced when content differs).
+        result = _once_more_on_duplicate(lambda: retrying(lambda: self._add_document(doc, chash, dim, source_id)))
         self._invalidate()
         return result
 
