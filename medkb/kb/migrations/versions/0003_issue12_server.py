@@ -1,7 +1,7 @@
 """server backends: utf8mb4_bin, DATETIME(6), append-only audit_log on MySQL / MariaDB
 
-Revision ID: 0002_issue12
-Revises: 0001
+Revision ID: 0003_issue12
+Revises: 0002_issue20
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from alembic import op
 from sqlalchemy import text
 from sqlalchemy.dialects.mysql import DATETIME
 
-revision = "0002_issue12"
-down_revision = "0001"
+revision = "0003_issue12"
+down_revision = "0002_issue20"
 branch_labels = None
 depends_on = None
 
@@ -23,7 +23,7 @@ TIMESTAMPS = (
 MEDKB_TABLES = (
     "kb_meta", "tenants", "sources", "documents", "chunks", "entities", "entity_codes", "entity_names",
     "edges", "mentions", "patients", "encounters", "conditions", "medications", "observations", "allergies",
-    "procedures", "api_keys", "audit_log",
+    "procedures", "observation_periods", "api_keys", "audit_log",
 )
 
 
