@@ -40,15 +40,10 @@ def queries(n: int) -> list[str]:
 
 def embed_ceiling(model: str, qs: list[str], threads: int | None = None) -> dict[str, float]:
     """Single queries, one after another: the most /v1/search can do if everything else cost nothing.
-    ``threads`` sets torch's intra-op threads (on a loaded 2-core machine 1 thread can be far faster)."""
-    import torch
-
+    ``threads`` sets the embedder's intra-op threads (on a loaded 2-core machine 1 thread can be far faster)."""
     from medkb.kb.embeddings import load_embedder
 
-    default = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    emb = load_embedder(model)
+    emb = load_embedder(model, threads=threads or 0)
     for q in qs[:5]:
         emb.embed_query(q)
     lat = []
@@ -58,8 +53,7 @@ def embed_ceiling(model: str, qs: list[str], threads: int | None = None) -> dict
         emb.embed_query(q)
         lat.append((time.perf_counter() - t) * 1000)
     wall = time.perf_counter() - t0
-    torch.set_num_threads(default)
-    return {"queries": len(qs), "torch_threads": threads or default, "per_s": len(qs) / wall,
+    return {"queries": len(qs), "threads": threads or os.cpu_count() or 1, "per_s": len(qs) / wall,
             "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
 
 
@@ -157,7 +151,7 @@ def main() -> int:
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "out" / "bench_api.json").write_text(json.dumps(out, indent=2))
     for r in runs:
-        print(f"query embedding alone ({r['torch_threads']} torch threads): {r['per_s']:.1f} q/s, p50 {r['p50_ms']:.1f} ms")
+        print(f"query embedding alone ({r['threads']} threads): {r['per_s']:.1f} q/s, p50 {r['p50_ms']:.1f} ms")
     for label, r in (("1 client", single), (f"{args.clients} clients", conc)):
         print(f"/v1/search {label:>10}: {r['per_s']:.1f} req/s, p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
               f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}/{r['requests']}")

@@ -86,6 +86,7 @@ class APISettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1)  # worker processes of `medkb serve` (one per core scales search)
     max_body_bytes: int = 1_000_000
     require_auth: bool = True
 

@@ -31,9 +31,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         host: Annotated[Optional[str], typer.Option(help="Interface to bind (default $MEDKB_API_HOST or 127.0.0.1).")] = None,
         port: Annotated[Optional[int], typer.Option(help="Port (default $MEDKB_API_PORT or 8000).")] = None,
-        workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own models (about "
-                                                          "0.4 GB each with ONNX Runtime); one per core scales "
-                                                          "search with cores.")] = 1,
+        workers: Annotated[Optional[int], typer.Option(
+            min=1, help="Worker processes (default $MEDKB_API_WORKERS or 1), each with its own models (about "
+            "0.5 GB each with ONNX Runtime); one per core scales search with cores.")] = None,
     ) -> None:
         """Serve /v1/chat, /v1/chat/completions, /v1/search, /v1/embeddings, documents, entities, patients,
         health and metrics.
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
 
         c = get_ctx(ctx)
         settings = c.settings
+        workers = workers or settings.api.workers
         common = dict(host=host or settings.api.host, port=port or settings.api.port, access_log=False,
                       log_level=settings.log_level.lower())
         # Access logs would carry patient ids in paths; the app logs route templates instead.
