@@ -71,6 +71,19 @@ class RetrievalSettings(BaseSettings):
     dedup_threshold: float = 0.9  # Jaccard of word 3-shingles above which a hit repeats a better one
 
 
+class GateSettings(BaseSettings):
+    """MEDKB_GATE_*: the evidence gate's operating point (see docs/evidence-gate.md for the curve)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_GATE_", extra="ignore")
+
+    enabled: bool = True
+    # A passage is evidence when its gate score (a probability) is at least the threshold. Unset: the
+    # threshold the model was fitted for, or the one reaching target_coverage on its development split.
+    threshold: float | None = None
+    target_coverage: float | None = None  # e.g. 0.99: answer more, abstain less; 0.9: the reverse
+    model_path: Path | None = None  # a model fitted with `medkb eval fit-gate` instead of the shipped one
+
+
 class PrivacySettings(BaseSettings):
     """MEDKB_PRIVACY_*: the secret behind pseudonyms and date shifts (keep it out of the database)."""
 
@@ -100,6 +113,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     api: APISettings = Field(default_factory=APISettings)
     log_level: str = "INFO"

@@ -106,3 +106,39 @@ def test_openai_compatible_completion_through_the_real_model(llm: LLMSettings) -
     body = r.json()
     assert body["medkb_mode"] == "llm" and body["choices"][0]["message"]["content"].strip()
     assert isinstance(body["citations"], list)
+
+
+def test_llm_is_never_sent_passages_below_the_gate(llm: LLMSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spy, not a double: litellm.completion is wrapped to record each prompt and still calls the real local
+    server. A question on an absent topic must not reach the LLM at all; a present one sends exactly the passages
+    that passed the evidence gate, on /v1/chat and /v1/chat/completions alike."""
+    import litellm
+
+    prompts: list[list[dict[str, str]]] = []
+    real = litellm.completion
+
+    def spy(**kw):  # type: ignore[no-untyped-def]
+        prompts.append(kw["messages"])
+        return real(**kw)
+
+    monkeypatch.setattr(litellm, "completion", spy)
+    kb = build_kb()
+    h = auth(kb.keys["demo-clinician"])
+    with _app(kb, llm) as c:
+        for path in ("/v1/chat", "/v1/chat/completions"):
+            body = {"messages": [{"role": "user", "content": "Which cryptocurrency wallet supports lightning payments?"}]}
+            r = c.post(path, headers=h, json={**body, "model": "medkb"} if path.endswith("completions") else body)
+            assert r.status_code == 200, r.text
+            assert (r.json().get("mode") or r.json().get("medkb_mode")) == "no_evidence"
+        assert prompts == []
+        with c.stream("POST", "/v1/chat", headers=h,
+                      json={"messages": [{"role": "user", "content": Q}], "stream": True}) as r:
+            trace = json.loads(r.read().decode().split("\n\n")[0].split("\n")[1].removeprefix("data: "))
+    assert len(prompts) == 1
+    system = prompts[0][0]["content"]
+    shown = [h["text"] for h in trace["hits"] if h["gate"]["passed"]][:5]
+    below = [h["text"] for h in trace["hits"] if not h["gate"]["passed"]]
+    assert shown and below, "the test needs passages on both sides of the gate"
+    assert all(t[:300] in system for t in shown)
+    assert not any(t[:300] in system for t in below)
+    assert f"\n[{len(shown)}] " in system and f"\n[{len(shown) + 1}] " not in system

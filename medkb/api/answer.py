@@ -16,8 +16,10 @@ from medkb.api.generation import build_messages
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.llm import LLMClient
-from medkb.retrieval.citations import CitationChecker, SentenceStream, Verified, no_evidence_message
-from medkb.text import content_terms, detect_language
+from medkb.retrieval.citations import (
+    CitationChecker, SentenceStream, Verified, abstention_reason, no_evidence_message,
+)
+from medkb.text import detect_language
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,25 @@ class Prepared:
     linked_entities: list[dict[str, Any]]
     timings: dict[str, float]
     safety_notes: list[dict[str, Any]] = field(default_factory=list)
+    gate: dict[str, Any] = field(default_factory=dict)
 
     @property
     def relevant(self) -> bool:
         return bool(self.evidence)
 
+    def abstention(self) -> dict[str, Any]:
+        """Why no answer is given: the gate's scores against its thresholds, in the question's language."""
+        g = self.gate
+        keys = ("answer_score", "threshold", "best_passage_score", "passage_threshold")
+        return {**{k: g.get(k) for k in keys}, "passages": len(self.hits),
+                "reason": abstention_reason(self.lang, len(self.hits), *(g.get(k) for k in keys))}
+
     def trace(self) -> dict[str, Any]:
-        return {"hits": self.hits, "linked_entities": self.linked_entities, "timings": self.timings,
-                "evidence": [e.citation() for e in self.evidence]}
+        out = {"hits": self.hits, "linked_entities": self.linked_entities, "timings": self.timings,
+               "gate": self.gate, "evidence": [e.citation() for e in self.evidence]}
+        if not self.relevant:
+            out["abstention"] = self.abstention()
+        return out
 
 
 def _plain(x: Any) -> Any:
@@ -72,23 +85,12 @@ class AnswerEngine:
 
     def __init__(
         self, store: KnowledgeStore, retriever: Any, *, embedder: Any = None, generator: LLMClient | None = None,
-        max_chunks: int = 5, max_facts: int = 12, min_relevance: float = 0.35, prompt_chars: int = 700,
+        max_chunks: int = 5, max_facts: int = 12, prompt_chars: int = 700,
     ) -> None:
         self.store, self.retriever, self.embedder, self.generator = store, retriever, embedder, generator
-        self.max_chunks, self.max_facts = max_chunks, max_facts
-        self.min_relevance, self.prompt_chars = min_relevance, prompt_chars
+        self.max_chunks, self.max_facts, self.prompt_chars = max_chunks, max_facts, prompt_chars
 
-    # ---- retrieval and the relevance gate -----------------------------------------------------
-
-    def _relevance(self, question: str, texts: Sequence[str]) -> list[float]:
-        """Per passage: the larger of query-word coverage and query–passage cosine (when an embedder exists)."""
-        q = content_terms(question)
-        lex = [len(q & content_terms(t)) / len(q) if q else 0.0 for t in texts]
-        if self.embedder is None or not texts:
-            return lex
-        qv = self.embedder.embed_query(question)
-        pv = self.embedder.embed_passages([t[:1500] for t in texts])
-        return [max(a, float(b)) for a, b in zip(lex, pv @ qv)]
+    # ---- retrieval and the evidence gate -------------------------------------------------------
 
     def prepare(self, question: str, filters: SearchFilters, k: int = 8) -> Prepared:
         lang = detect_language(question)
@@ -97,14 +99,14 @@ class AnswerEngine:
         timings = {str(k2): float(v) for k2, v in (result.timings or {}).items()}
         hits = [hit_json(h) for h in result.hits]
         t1 = time.perf_counter()
-        rel = self._relevance(question, [h.chunk.text for h in result.hits])
-        timings["relevance_gate"] = (time.perf_counter() - t1) * 1000
-        evidence: list[Evidence] = []
-        for h, r, hj in zip(result.hits, rel, hits):
-            hj["relevance"] = round(r, 4)
-            if r >= self.min_relevance and len(evidence) < self.max_chunks:
-                evidence.append(Evidence(len(evidence) + 1, h.chunk.text, float(h.score), chunk=h.chunk,
-                                         trace=_plain(h.trace or {})))
+        # The one gate (retrieval's): passages below it are never shown as evidence nor sent to an LLM.
+        decision = self.retriever.gate.assess(question, result)
+        timings["evidence_gate"] = (time.perf_counter() - t1) * 1000
+        for i, hj in enumerate(hits):
+            hj["gate"] = {"score": round(decision.scores[i], 4), "passed": decision.passed(i),
+                          "features": decision.features[i]} if decision.enabled else {"passed": True}
+        evidence = [Evidence(n, h.chunk.text, float(h.score), chunk=h.chunk, trace=_plain(h.trace or {}))
+                    for n, h in enumerate((result.hits[i] for i in decision.evidence(self.max_chunks)), 1)]
         facts = list(getattr(result, "patient_facts", None) or [])
         if filters.patient_id and not facts:
             from medkb.retrieval.patient import PatientGenerator
@@ -114,7 +116,7 @@ class AnswerEngine:
             evidence.append(Evidence(len(evidence) + 1, fact_text(f), 1.0, fact=_plain(f)))
         linked = [_plain(e) for e in (result.linked_entities or [])]
         timings["total_retrieval"] = (time.perf_counter() - t0) * 1000
-        prepared = Prepared(question, lang, filters, evidence, hits, linked, timings)
+        prepared = Prepared(question, lang, filters, evidence, hits, linked, timings, gate=decision.summary())
         prepared.safety_notes = self.safety_notes(filters, _entity_ids(linked) | _entity_ids(facts))
         return prepared
 
@@ -145,9 +147,10 @@ class AnswerEngine:
         """('trace', …) first, then ('token', {'text'}) pieces, then ('final', …)."""
         yield "trace", p.trace()
         if not p.relevant:
-            text = no_evidence_message(p.lang)
+            why = p.abstention()
+            text = f"{no_evidence_message(p.lang)} {why['reason']}"
             yield "token", {"text": text}
-            yield "final", self._final(p, text, "no_evidence", None)
+            yield "final", {**self._final(p, text, "no_evidence", None), "abstention": why}
             return
         if self.generator is None:
             text = render(p.question, p.evidence, p.lang)

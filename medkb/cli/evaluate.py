@@ -16,7 +16,7 @@ from medkb.errors import InvalidInput
 console = Console()
 err = Console(stderr=True)
 
-eval_app = typer.Typer(help="Offline evaluation: retrieval (BEIR), QA (MIRAGE / PubMedQA), run comparison.",
+eval_app = typer.Typer(help="Offline evaluation: retrieval (BEIR), QA (MIRAGE / PubMedQA), abstention, run comparison.",
                        no_args_is_help=True)
 
 DEFAULT_MIRAGE = Path("../shared/data/mirage/benchmark.json")
@@ -148,6 +148,82 @@ def qa(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+DEFAULT_BIOASQ = Path("../shared/data/bioasq-dev")
+SPLIT_HELP = ("pubmedqa-sample (all 1,000 PubMedQA-L questions over the 200 sample abstracts), pubmedqa-dev "
+              "(the other 800 questions over half their abstracts: the gate's development split) or bioasq "
+              "(expert questions, half with their judged articles removed).")
+
+
+@eval_app.command("abstain")
+def abstain(
+    ctx: typer.Context,
+    split: Annotated[str, typer.Option("--split", help=SPLIT_HELP)] = "pubmedqa-sample",
+    db: Annotated[Optional[str], typer.Option("--db", help="Ask the questions of this knowledge base as it is "
+                                              "(e.g. the one `make run` builds) instead of a throwaway KB of the "
+                                              "split's corpus.")] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the questions are asked as.")] = "public",
+    max_questions: Annotated[Optional[int], typer.Option("--max-questions", help="Only the first N (hash "
+                                                         "order).")] = None,
+    pubmedqa: Annotated[Path, typer.Option("--pubmedqa", help="PubMedQA-L folder.")] = DEFAULT_PUBMEDQA,
+    bioasq: Annotated[Path, typer.Option("--bioasq", help="bioasq-dev BEIR folder.")] = DEFAULT_BIOASQ,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the run here; .md and .html "
+                                                     "(with the trade-off curve) go beside it.")] = None,
+) -> None:
+    """Abstention on unanswerable questions, gold-cited answers on answerable ones, the trade-off curve over
+    the evidence gate's threshold and the AUROC of its answer score (settings MEDKB_GATE_* apply).
+
+    Example: medkb eval abstain --split pubmedqa-sample --db sqlite:///./medkb.db --json abstain.json
+    """
+    from medkb.eval.abstain import load_split, run_abstain
+    from medkb.eval.abstain_report import HEADER, row, write_all
+
+    if max_questions is not None and max_questions < 1:
+        raise InvalidInput(f"--max-questions must be >= 1 (got {max_questions})")
+    sp = load_split(split, pubmedqa=pubmedqa, bioasq=bioasq, max_questions=max_questions)
+    run = run_abstain(sp, get_ctx(ctx).settings, db_url=db, tenant=tenant, progress=_progress)
+    t = Table(*HEADER, title=sp.description)
+    t.add_row(*row(run))
+    console.print(t)
+    if json_out:
+        paths = write_all(run, json_out)
+        console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@eval_app.command("fit-gate")
+def fit_gate_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted model (JSON); point "
+                                      "MEDKB_GATE_MODEL_PATH at it, or replace medkb/retrieval/gate_model.json "
+                                      "to ship it.")],
+    split: Annotated[str, typer.Option("--split", help="The development split to fit on.")] = "pubmedqa-dev",
+    target_coverage: Annotated[float, typer.Option("--target-coverage", help="Share of answerable questions "
+                                                   "whose gold passage must pass the default threshold.")] = 0.98,
+    version: Annotated[str, typer.Option("--version", help="The model's version string.")] = "dev",
+    pubmedqa: Annotated[Path, typer.Option("--pubmedqa", help="PubMedQA-L folder.")] = DEFAULT_PUBMEDQA,
+    bioasq: Annotated[Path, typer.Option("--bioasq", help="bioasq-dev BEIR folder.")] = DEFAULT_BIOASQ,
+) -> None:
+    """Fit the evidence gate (logistic regression over retrieval's signals) on a development split and
+    choose its threshold for a target answerable coverage.
+
+    Example: medkb eval fit-gate --split pubmedqa-dev --target-coverage 0.98 --version 2 --out gate.json
+    """
+    from medkb.eval.abstain import ask_all, load_split, with_kb
+    from medkb.eval.gatefit import fit_gate, save
+
+    if not 0 < target_coverage <= 1:
+        raise InvalidInput(f"--target-coverage must be in (0, 1] (got {target_coverage})")
+    sp = load_split(split, pubmedqa=pubmedqa, bioasq=bioasq)
+    settings = get_ctx(ctx).settings
+    asked = with_kb(sp, settings, lambda store, s, f: ask_all(store, s, sp.questions, f, progress=_progress),
+                    progress=_progress)
+    model = fit_gate(asked, target_coverage=target_coverage, max_chunks=5, version=version,
+                     training={"split": sp.name, "description": sp.description,
+                               "embedding_model": settings.embedding.model})
+    save(model, out)
+    console.print(f"wrote {out}: answer threshold {model.threshold:.4f} for coverage {target_coverage}, passage "
+                  f"threshold {model.passage_threshold:.4f}")
 
 
 @eval_app.command("compare")

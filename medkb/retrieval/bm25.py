@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,21 @@ from medkb.retrieval.types import Candidate
 from medkb.text import terms
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class QueryTerms:
+    """A query's index terms: IDF and document frequency per term, presence per (chunk, term)."""
+
+    terms: tuple[str, ...]
+    idf: np.ndarray
+    df: np.ndarray
+    present: np.ndarray  # bool [chunks, terms]
+    k1: float
+
+    @property
+    def total_idf(self) -> float:
+        return float(self.idf.sum())
 
 
 @dataclass
@@ -106,6 +122,34 @@ class BM25Generator:
     def search(self, query: str, filters: SearchFilters, n: int) -> list[Candidate]:
         ids, scores = self.scores(query, filters)
         return top_candidates(ids, scores, n)
+
+    def query_terms(self, query: str, chunk_ids: Sequence[int]) -> QueryTerms:
+        """The query's terms with their IDF in this index, and which of ``chunk_ids`` contain each.
+
+        Read from the index itself (document frequencies are the lengths of its CSC columns), so no
+        passage is tokenized again. A term the index has never seen gets the largest possible IDF:
+        a query whose rare words appear nowhere is a question the knowledge base cannot answer.
+        """
+        idx = self.index()
+        terms = list(dict.fromkeys(self.tokenize(query)))
+        n_docs = max(int(idx.ids.size), 1)
+        present = np.zeros((len(chunk_ids), len(terms)), dtype=bool)
+        df = np.zeros(len(terms), dtype=np.float64)
+        if idx.model is not None and terms and len(chunk_ids):
+            model = idx.model
+            vocab, indptr, indices = model.vocab_dict, model.scores["indptr"], model.scores["indices"]  # type: ignore[attr-defined]
+            rows = np.searchsorted(idx.ids, np.asarray(chunk_ids, dtype=np.int64))
+            rows = np.where((rows < idx.ids.size) & (idx.ids[np.minimum(rows, idx.ids.size - 1)]
+                                                     == np.asarray(chunk_ids)), rows, -1)
+            for j, t in enumerate(terms):
+                tid = vocab.get(t)
+                if tid is None:
+                    continue
+                col = indices[indptr[tid] : indptr[tid + 1]]
+                df[j] = col.size
+                present[:, j] = np.isin(rows, col)
+        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))  # Lucene's IDF, what bm25s scores with
+        return QueryTerms(tuple(terms), idf, df, present, self.k1)
 
 
 def top_candidates(ids: np.ndarray, scores: np.ndarray, n: int) -> list[Candidate]:

@@ -21,6 +21,23 @@ def no_evidence_message(lang: str) -> str:
     return NO_EVIDENCE_ZH if lang == "zh" else NO_EVIDENCE_EN
 
 
+def abstention_reason(lang: str, passages: int, answer: float | None, threshold: float | None,
+                      best_passage: float | None = None, passage_threshold: float | None = None) -> str:
+    """Why the evidence gate let nothing through (its score against its threshold), in the question's language."""
+    zh = lang == "zh"
+    if not passages:
+        return "（检索未找到任何段落。）" if zh else "(Retrieval found no passage.)"
+    if answer is None or threshold is None:
+        return ""
+    if answer < threshold:
+        return (f"（证据门控评分 {answer:.2f} 低于阈值 {threshold:.2f}。）" if zh else
+                f"(Its evidence score {answer:.2f} is below the gate's threshold {threshold:.2f}.)")
+    if best_passage is None or passage_threshold is None:
+        return ""
+    return (f"（最相关段落的评分 {best_passage:.2f} 低于段落阈值 {passage_threshold:.2f}。）" if zh else
+            f"(The best passage scored {best_passage:.2f}, below the passage threshold {passage_threshold:.2f}.)")
+
+
 _LEAD = re.compile(r"^\s*(?:\[\d+(?:\s*[,;，、]\s*\d+)*\]\s*)+")
 
 

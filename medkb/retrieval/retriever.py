@@ -15,6 +15,7 @@ from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.retrieval.bm25 import BM25Generator
 from medkb.retrieval.dense import DenseGenerator
+from medkb.retrieval.gate import EvidenceGate
 from medkb.retrieval.fusion import FUSIONS, Reranker, fuse, mmr, near_duplicates
 from medkb.retrieval.graph import GraphGenerator
 from medkb.retrieval.patient import PatientGenerator
@@ -46,6 +47,14 @@ class Retriever:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medkb-retrieval")
+        self._gate: EvidenceGate | None = None
+
+    @property
+    def gate(self) -> EvidenceGate:
+        """The evidence gate every answer path uses (settings.gate picks its model and operating point)."""
+        if self._gate is None:
+            self._gate = EvidenceGate(self.bm25, self.settings.gate)
+        return self._gate
 
     @property
     def weights(self) -> dict[str, float]:
@@ -132,6 +141,7 @@ class Retriever:
         return SearchResult(
             hits=hits, linked_entities=linked, timings=timings,
             patient_facts=facts_f.result() if use["patient"] else [],
+            run_scores={name: [c.score for c in cands] for name, cands in runs.items()},
         )
 
     def _finish(self, query: str, ranked: list[tuple[int, float]], runs: dict[str, list[Candidate]],

@@ -32,3 +32,5 @@ class SearchResult:
     linked_entities: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds
     patient_facts: list[dict[str, Any]] = field(default_factory=list)
+    # Each generator's candidate scores, best first: the background the evidence gate compares hits with.
+    run_scores: dict[str, list[float]] = field(default_factory=dict)
