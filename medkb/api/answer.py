@@ -105,6 +105,8 @@ class AnswerEngine:
         for i, hj in enumerate(hits):
             hj["gate"] = {"score": round(decision.scores[i], 4), "passed": decision.passed(i),
                           "features": decision.features[i]} if decision.enabled else {"passed": True}
+            if decision.enabled:
+                hj["relevance"] = hj["gate"]["score"]  # the console's per-hit figure
         evidence = [Evidence(n, h.chunk.text, float(h.score), chunk=h.chunk, trace=_plain(h.trace or {}))
                     for n, h in enumerate((result.hits[i] for i in decision.evidence(self.max_chunks)), 1)]
         facts = list(getattr(result, "patient_facts", None) or [])
