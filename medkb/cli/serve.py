@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
             min=1, help="Worker processes (default $MEDKB_API_WORKERS or 1), each with its own models (about "
             "0.5 GB each with ONNX Runtime); one per core scales search with cores.")] = None,
     ) -> None:
-        """Serve /v1/chat, /v1/chat/completions, /v1/search, /v1/embeddings, documents, entities, patients,
-        health and metrics.
+        """Serve the clinician console at /, and /v1/chat, /v1/chat/completions, /v1/search, /v1/embeddings,
+        documents, entities, patients, health and metrics.
 
         Example: medkb serve --host 127.0.0.1 --port 8000 --workers 2
         """
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         workers = workers or settings.api.workers
         common = dict(host=host or settings.api.host, port=port or settings.api.port, access_log=False,
                       log_level=settings.log_level.lower())
+        typer.echo(f"medkb: clinician console at http://{common['host']}:{common['port']}/", err=True)
         # Access logs would carry patient ids in paths; the app logs route templates instead.
         if workers == 1:
             from medkb.api import create_app
