@@ -131,7 +131,7 @@ def _register_groups() -> None:
     """Command groups live in their own modules; each exposes ``register(app)``."""
     import importlib
 
-    for name in ("ingest", "sources", "search", "ask", "graph", "keys", "serve", "evaluate"):
+    for name in ("ingest", "sources", "search", "ask", "graph", "keys", "serve", "evaluate", "cohort"):
         try:
             module = importlib.import_module(f"medkb.cli.{name}")
         except ModuleNotFoundError as exc:

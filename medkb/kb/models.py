@@ -286,6 +286,37 @@ class ObservationPeriod(Base):
     derived: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+# ---- research cohorts ----------------------------------------------------------------------------
+
+
+class CohortRun(Base):
+    """One generation of a cohort definition in one tenant; its entries keep each qualified event's rule mask."""
+
+    __tablename__ = "cohort_runs"
+    __table_args__ = (Index("ix_cohort_runs_lookup", "tenant_id", "definition_hash"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"names": [...]}
+    created_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class CohortEntry(Base):
+    """A qualified event of a run: bit i of ``mask`` is set when the event satisfies inclusion rule i."""
+
+    __tablename__ = "cohort_entries"
+    __table_args__ = (Index("ix_cohort_entries_run", "run_id", "patient_id", "start_date"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("cohort_runs.id", ondelete="CASCADE"))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    op_start: Mapped[dt.date] = mapped_column(Date)
+    op_end: Mapped[dt.date] = mapped_column(Date)
+    mask: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 # ---- access -------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,85 @@
+"""`medkb cohort count|feasibility`: research counts of Circe cohort definitions, every number suppressed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medkb.cli.context import get_ctx
+from medkb.errors import InvalidInput
+
+console = Console()
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+
+
+def _print(report: dict[str, Any]) -> None:
+    console.print(f"cohort: {report['cohort']['persons']} persons, {report['cohort']['entries']} entries "
+                  f"(cells under {report['min_cell_count']} suppressed)")
+    for mode in ("by_person", "by_event"):
+        a = report["attrition"][mode]
+        t = Table("rule", "name", "meets", "gain (fails only this)", "of", title=f"attrition {mode.replace('_', ' ')}: "
+                  f"{a['base_count']} → {a['final_count']}")
+        for r in a["rules"]:
+            t.add_row(str(r["sequence"]), r["name"], str(r["person_count"]), str(r["gain_count"]), str(r["person_total"]))
+        console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    cohort = typer.Typer(help="Research cohorts (OHDSI Circe JSON): counts, attrition, feasibility; all suppressed.",
+                         no_args_is_help=True)
+
+    @cohort.command("count")
+    def count(
+        ctx: typer.Context,
+        definition: Annotated[Path, typer.Argument(help="A Circe cohort definition (ATLAS JSON export).")],
+        tenant: Annotated[str, typer.Option("--tenant", help="Tenant (hospital) whose patients are counted.")],
+        min_cell_count: Annotated[Optional[str], typer.Option(
+            "--min-cell-count", help="Smallest count shown: a number, or a preset: cms (11, default), ohdsi (5).")] = None,
+        disable_rule: Annotated[Optional[list[int]], typer.Option(
+            "--disable-rule", help="Leave inclusion rule N out (repeatable); recomputed from stored rule masks.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+    ) -> None:
+        """Persons and entries of a cohort with attrition by person and by event.
+
+        Example: medkb cohort count tests/cohorts/eunomia_gi_bleed.json --tenant research --json
+        Example: medkb cohort count def.json --tenant research --disable-rule 2 --min-cell-count ohdsi
+        """
+        from medkb.cohorts.service import count as run
+
+        report = run(get_ctx(ctx).store, _load(definition), tenant, threshold=min_cell_count,
+                     disabled_rules=disable_rule or (), reuse=bool(disable_rule))
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _print(report)
+
+    @cohort.command("feasibility")
+    def feasibility(
+        ctx: typer.Context,
+        definition: Annotated[Path, typer.Argument(help="A Circe cohort definition (ATLAS JSON export).")],
+        tenant: Annotated[list[str], typer.Option("--tenant", help="A tenant to count in (repeat for each hospital).")],
+        min_cell_count: Annotated[Optional[str], typer.Option("--min-cell-count", help="Number or preset.")] = None,
+    ) -> None:
+        """Counts per hospital and in total for a regional feasibility study; no row is returned.
+
+        Example: medkb cohort feasibility def.json --tenant hospital-a --tenant hospital-b
+        """
+        from medkb.cohorts.service import feasibility as run
+
+        typer.echo(json.dumps(run(get_ctx(ctx).store, _load(definition), tenant, threshold=min_cell_count),
+                              indent=2))
+
+    app.add_typer(cohort, name="cohort")

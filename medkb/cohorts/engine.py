@@ -1,0 +1,191 @@
+"""Generates a cohort run in the database and derives counts, attrition (Circe's meanings) and members from its masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Date, case, delete, func, insert, literal, select, type_coerce
+from sqlalchemy.sql import ColumnElement, Select
+
+from medkb.cohorts.concepts import Codes, resolve_concept_sets
+from medkb.cohorts.definition import Definition
+from medkb.cohorts.sql import masked_events
+from medkb.errors import InvalidInput, NotFound
+from medkb.kb import models as m
+from medkb.kb.dates import date_add
+from medkb.kb.store import KnowledgeStore
+
+_E = m.CohortEntry.__table__
+
+
+@dataclass
+class RuleStats:
+    sequence: int
+    name: str
+    person_count: int
+    gain_count: int
+    person_total: int
+
+
+@dataclass
+class Attrition:
+    base_count: int
+    final_count: int
+    rules: list[RuleStats] = field(default_factory=list)
+
+
+@dataclass
+class CohortCounts:
+    """Raw (unsuppressed) figures: never released as they are; see ``medkb.cohorts.disclosure``."""
+
+    persons: int
+    entries: int
+    by_person: Attrition
+    by_event: Attrition
+    run_id: int
+    disabled_rules: tuple[int, ...] = ()
+
+
+def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes] | None = None) -> int:
+    """Evaluate the definition in the database and store every qualified event with its rule mask; the run id."""
+    codesets = resolve_concept_sets(store, d.concept_sets) if codesets is None else codesets
+    with store.session() as s:
+        old = list(s.scalars(select(m.CohortRun.id).where(m.CohortRun.tenant_id == tenant,
+                                                          m.CohortRun.definition_hash == d.hash)))
+        if old:
+            s.execute(delete(m.CohortEntry).where(m.CohortEntry.run_id.in_(old)))
+            s.execute(delete(m.CohortRun).where(m.CohortRun.id.in_(old)))
+        run = m.CohortRun(tenant_id=tenant, definition_hash=d.hash, rules={"names": [r.name for r in d.rules]})
+        s.add(run)
+        s.flush()
+        sq = masked_events(d, tenant, codesets).subquery("me")
+        s.execute(insert(_E).from_select(
+            ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
+            select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date, sq.c.op_start,
+                   sq.c.op_end, sq.c.mask)))
+        return run.id
+
+
+def latest_run(store: KnowledgeStore, d: Definition, tenant: str) -> int | None:
+    with store.session() as s:
+        return s.scalar(select(func.max(m.CohortRun.id)).where(m.CohortRun.tenant_id == tenant,
+                                                               m.CohortRun.definition_hash == d.hash))
+
+
+def _enabled(d: Definition, disabled: Iterable[int]) -> list[int]:
+    off = set(disabled)
+    bad = sorted(i for i in off if not 0 <= i < len(d.rules))
+    if bad:
+        raise InvalidInput(f"no inclusion rule {bad[0]}: the definition has rules 0..{len(d.rules) - 1}")
+    return [i for i in range(len(d.rules)) if i not in off]
+
+
+def _bits(x: ColumnElement[Any], enabled: list[int]) -> ColumnElement[Any]:
+    terms = [case((x.op("&")(1 << i) != 0, 1), else_=0) for i in enabled]
+    return sum(terms[1:], terms[0]) if terms else literal(0)
+
+
+def _min_rule(x: ColumnElement[Any], enabled: list[int]) -> ColumnElement[Any]:
+    if not enabled:
+        return literal(0)
+    return case(*[(x.op("&")(1 << i) != 0, seq) for seq, i in enumerate(enabled)], else_=0)
+
+
+def _mask_counts(store: KnowledgeStore, run_id: int, enabled: list[int], by_person: bool) -> dict[int, int]:
+    full = sum(1 << i for i in enabled)
+    em = _E.c.mask.op("&")(full)
+    if not by_person:
+        q: Select[Any] = select(em.label("m"), func.count()).where(_E.c.run_id == run_id).group_by(em)
+    else:  # Circe's best event per person: most rules met, then the earliest rule, then the earliest date
+        ranked = select(em.label("m"), func.row_number().over(
+            partition_by=_E.c.patient_id,
+            order_by=(_bits(em, enabled).desc(), _min_rule(em, enabled), _E.c.start_date, _E.c.event_id)
+        ).label("rank")).where(_E.c.run_id == run_id).subquery()
+        q = select(ranked.c.m, func.count()).where(ranked.c.rank == 1).group_by(ranked.c.m)
+    with store.session() as s:
+        return {int(k): int(n) for k, n in s.execute(q)}
+
+
+def _attrition(counts: dict[int, int], enabled: list[int], names: list[str]) -> Attrition:
+    full = sum(1 << i for i in enabled)
+    total = sum(counts.values())
+    rules = [RuleStats(seq, names[i], sum(n for k, n in counts.items() if k & (1 << i)),
+                       counts.get(full & ~(1 << i), 0), total) for seq, i in enumerate(enabled)]
+    return Attrition(total, counts.get(full, 0) if enabled else total, rules)
+
+
+def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
+    """(person_id, start_date, end_date) of the cohort eras: rules met, expression limit, end strategy, era collapse."""
+    full = sum(1 << i for i in enabled)
+    order = _E.c.start_date.desc() if d.expression_limit == "Last" else _E.c.start_date.asc()
+    inc = select(_E.c.patient_id.label("person_id"), _E.c.start_date, _E.c.end_date, _E.c.op_end,
+                 func.row_number().over(partition_by=_E.c.patient_id, order_by=order).label("ordinal")) \
+        .where(_E.c.run_id == run_id, _E.c.mask.op("&")(full) == full).subquery("inc")
+    if d.end_offset is None:
+        end: ColumnElement[Any] = inc.c.op_end
+    else:
+        moved = date_add(inc.c[d.end_offset[0]], d.end_offset[1])
+        end = case((moved > inc.c.op_end, inc.c.op_end), else_=moved)
+    rows = select(inc.c.person_id, inc.c.start_date, type_coerce(date_add(end, d.era_pad), Date).label("end_date")) \
+        .where(end >= inc.c.start_date)
+    if d.expression_limit != "All":
+        rows = rows.where(inc.c.ordinal == 1)
+    cr = rows.subquery("cr")
+    st = select(cr, case((func.max(cr.c.end_date).over(partition_by=cr.c.person_id, order_by=cr.c.start_date,
+                                                       rows=(None, -1)) >= cr.c.start_date, 0), else_=1)
+                .label("is_start")).subquery("st")
+    gr = select(st, func.sum(st.c.is_start).over(partition_by=st.c.person_id,
+                                                 order_by=(st.c.start_date, st.c.is_start.desc()),
+                                                 rows=(None, 0)).label("grp")).subquery("gr")
+    return select(gr.c.person_id, func.min(gr.c.start_date).label("start_date"),
+                  type_coerce(date_add(func.max(gr.c.end_date), -d.era_pad), Date).label("end_date")) \
+        .group_by(gr.c.person_id, gr.c.grp)
+
+
+def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules: Iterable[int] = (),
+           run_id: int | None = None) -> CohortCounts:
+    """Counts and attrition; with ``run_id`` (or ``reuse``) from stored masks, else from a fresh run."""
+    enabled = _enabled(d, disabled_rules)
+    if run_id is None:
+        run_id = generate(store, d, tenant)
+    with store.session() as s:
+        run = s.get(m.CohortRun, run_id)
+        if run is None or run.tenant_id != tenant or run.definition_hash != d.hash:
+            raise NotFound(f"no cohort run {run_id} of this definition in tenant {tenant!r}")
+        names = list((run.rules or {}).get("names", []))
+        fc = final_cohort(d, run_id, enabled).subquery("fc")
+        persons, entries = s.execute(select(func.count(func.distinct(fc.c.person_id)), func.count())
+                                     .select_from(fc)).one()
+    return CohortCounts(int(persons), int(entries),
+                        _attrition(_mask_counts(store, run_id, enabled, True), enabled, names),
+                        _attrition(_mask_counts(store, run_id, enabled, False), enabled, names),
+                        run_id, tuple(sorted(set(disabled_rules))))
+
+
+def members(store: KnowledgeStore, d: Definition, run_id: int, disabled_rules: Iterable[int] = ()
+            ) -> list[tuple[str, Any, Any]]:
+    """(pseudonymous person id, cohort start, cohort end) of every era; for authorised callers only."""
+    enabled = _enabled(d, disabled_rules)
+    fc = final_cohort(d, run_id, enabled).subquery("fc")
+    with store.session() as s:
+        return [tuple(r) for r in s.execute(select(fc).order_by(fc.c.person_id, fc.c.start_date))]  # type: ignore[misc]
+
+
+def failed_rules(store: KnowledgeStore, d: Definition, run_id: int) -> dict[str, list[int]]:
+    """Per person (best event, as in attrition by person): the inclusion rules that event does not meet."""
+    enabled = list(range(len(d.rules)))
+    full = (1 << len(d.rules)) - 1
+    ranked = select(_E.c.patient_id, _E.c.mask, func.row_number().over(
+        partition_by=_E.c.patient_id,
+        order_by=(_bits(_E.c.mask, enabled).desc(), _min_rule(_E.c.mask, enabled), _E.c.start_date, _E.c.event_id)
+    ).label("rank")).where(_E.c.run_id == run_id).subquery()
+    with store.session() as s:
+        rows = s.execute(select(ranked.c.patient_id, ranked.c.mask).where(ranked.c.rank == 1,
+                                                                          ranked.c.mask != full)).all()
+    return {p: [i for i in enabled if not int(mask) & (1 << i)] for p, mask in rows}
+
+
+__all__ = ["CohortCounts", "Attrition", "RuleStats", "counts", "generate", "members", "failed_rules", "latest_run",
+           "final_cohort"]

@@ -1,0 +1,49 @@
+"""Date arithmetic in SQL, compiled per backend (SQLite date(), MySQL/MariaDB/TiDB DATE_ADD/YEAR); all else is shared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Date, Integer
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+class date_add(FunctionElement[Any]):  # noqa: N801 - reads like the SQL it renders
+    """``date + days`` (days an integer expression or literal)."""
+
+    type = Date()
+    name = "date_add"
+    inherit_cache = True
+
+
+class year_of(FunctionElement[Any]):  # noqa: N801
+    """The calendar year of a date, as an integer."""
+
+    type = Integer()
+    name = "year_of"
+    inherit_cache = True
+
+
+@compiles(date_add, "sqlite")
+def _date_add_sqlite(element: date_add, compiler: Any, **kw: Any) -> str:
+    d, n = list(element.clauses)
+    return f"date({compiler.process(d, **kw)}, CAST({compiler.process(n, **kw)} AS TEXT) || ' days')"
+
+
+@compiles(date_add, "mysql")
+def _date_add_mysql(element: date_add, compiler: Any, **kw: Any) -> str:
+    d, n = list(element.clauses)
+    return f"DATE_ADD({compiler.process(d, **kw)}, INTERVAL {compiler.process(n, **kw)} DAY)"
+
+
+@compiles(year_of, "sqlite")
+def _year_sqlite(element: year_of, compiler: Any, **kw: Any) -> str:
+    (d,) = list(element.clauses)
+    return f"CAST(strftime('%Y', {compiler.process(d, **kw)}) AS INTEGER)"
+
+
+@compiles(year_of, "mysql")
+def _year_mysql(element: year_of, compiler: Any, **kw: Any) -> str:
+    (d,) = list(element.clauses)
+    return f"YEAR({compiler.process(d, **kw)})"
