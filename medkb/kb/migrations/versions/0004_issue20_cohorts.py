@@ -1,7 +1,7 @@
 """cohort runs and their entries (per-event inclusion-rule masks)
 
-Revision ID: 0003_issue20
-Revises: 0002_issue20
+Revision ID: 0004_issue20
+Revises: 0003_issue12
 Create Date: 2026-12-02 09:40:00
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_issue20"
-down_revision = "0002_issue20"
+revision = "0004_issue20"
+down_revision = "0003_issue12"
 branch_labels = None
 depends_on = None
 
