@@ -124,6 +124,29 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
 
 
+# WCAG 2 contrast of every visible text run against the first opaque background behind it (AA: 4.5, large 3).
+CONTRAST_JS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || c[3] === 1) return c.slice(0, 3); } return [255, 255, 255]; };
+  const bad = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walker.nextNode());) {
+    const el = n.parentElement;
+    if (!n.textContent.trim() || !el.checkVisibility() || el.closest('option')) continue;
+    const st = getComputedStyle(el);
+    const a = lum(rgb(st.color)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(st.fontSize), bold = Number(st.fontWeight) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) bad.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${n.textContent.trim().slice(0, 40)}`);
+  }
+  return bad;
+}"""
+
+
 def sign_in(page: Any, url: str, key: str) -> None:
     page.goto(url + "/")
     page.get_by_label("API key").fill(key)
@@ -199,6 +222,7 @@ def test_sign_in_ask_cite_and_switch_to_chinese(page: Any, server: str, kb: Cons
         .filter(e => e.offsetParent !== null && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
                 && !e.textContent.trim()).map(e => e.outerHTML)""")
     assert unlabelled == []
+    assert page.evaluate(CONTRAST_JS) == []
 
     page.get_by_label("Language").select_option("zh")
     expect(page.locator("#who")).to_have_text("租户 demo · 角色 临床医生")
@@ -250,6 +274,7 @@ def test_patient_360_timeline_safety_and_tenant_isolation(page: Any, server: str
         expect(p360.locator(f".timeline .ev-{kind}").first).to_be_visible()
     expect(page.locator("#scope")).to_contain_text(kb.fixture_patient)
     shot(page, "06-patient-360-1280")
+    assert page.evaluate(CONTRAST_JS) == []
 
     # Asking now is scoped to the patient: their own record facts are among the citations.
     page.get_by_label("Question").fill("Does the patient take warfarin?")

@@ -116,15 +116,25 @@ function sentenceEl(text, answer) {
   return el;
 }
 
+// Lines of the answer; a quotation that spans lines (a record note's own line breaks) stays one paragraph.
+function paragraphs(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const prev = out[out.length - 1];
+    if (prev !== undefined && /^\[\d+\]/.test(prev) && (prev.match(/"/g) || []).length % 2 === 1) out[out.length - 1] += "\n" + line;
+    else if (line.trim()) out.push(line);
+  }
+  return out;
+}
+
 const MODES = { evidence: "modeEvidence", no_evidence: "modeNoEvidence", llm: "modeLlm" };
 
 function renderFinal(answer) {
   const { final, el } = answer;
   const body = h("div", { class: "answer-body", lang: final.language === "zh" ? "zh-CN" : "en" });
-  for (const para of final.answer.split(/\n+/)) {
-    if (!para.trim()) continue;
+  for (const para of paragraphs(final.answer)) {
     const p = h("p", {});
-    // An evidence-mode quotation line ("[n] Title: "…"") is one citing unit, whatever its sentences.
+    // An evidence-mode quotation ("[n] Title: "…"") is one citing unit, whatever its sentences.
     const units = /^\[\d+\]/.test(para) ? [para] : sentences(para);
     for (const s of units) p.append(sentenceEl(s, answer));
     body.append(p);

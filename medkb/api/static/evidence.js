@@ -32,7 +32,7 @@ export function renderWhy(answer) {
       h("p", { class: "hit-title" }, h("strong", { text: hit.title || hit.external_id || `#${hit.chunk_id}` }),
         hit.section ? ` — ${hit.section}` : ""),
       h("p", { class: "hit-meta" },
-        h("span", { class: n ? "badge ok" : "badge", text: n ? t("cited", { n }) : t("notCited") }), " ",
+        h("span", { class: n ? "badge ok" : "badge", text: n ? t("cited", { n }) : t(hit.gate?.passed === false ? "belowGate" : "notCited") }), " ",
         `${t("fused")} ${Number(tr2.fused_score ?? hit.score).toFixed(4)} · ${t("rank")} ${tr2.rank ?? "?"}`,
         hit.relevance !== undefined ? ` · ${t("relevance")} ${Number(hit.relevance).toFixed(2)}` : ""),
       gens,
