@@ -20,14 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Is multiple sclerosis associated with streptococcal infection?"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Installed in the page: time from submit to the first token text reaching the answer's DOM.
 TTFT_JS = """(q) => new Promise((resolve) => {
@@ -86,25 +83,6 @@ def first_load(ctx: Any, base: str) -> dict[str, Any]:
     return {"bytes": sum(files.values()), "requests": len(files), "files": files, "load_ms": round(ms, 1)}
 
 
-def serve(db: str) -> tuple[subprocess.Popen, str]:
-    from tests.test_console_browser import _free_port
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", db, "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, base
-        except OSError:
-            time.sleep(0.25)
-    proc.terminate()
-    raise SystemExit("medkb serve did not become ready")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", help="an existing knowledge base (needs --key); default: build the small test KB")
@@ -124,10 +102,11 @@ def main() -> int:
         db, key = kb.settings.database.url, kb.keys["demo-clinician"]
     from playwright.sync_api import sync_playwright
 
-    proc, base = serve(db)
+    from tests.test_console_browser import FLAGS, serve
+
     result: dict[str, Any] = {"question": QUESTION, "rounds": args.rounds, "cpus": os.cpu_count(),
                               "load_1min": os.getloadavg()[0]}
-    try:
+    with serve(db) as base:
         curl_ttft(base, key, QUESTION)  # warm the retriever's first-query paths for both sides alike
         with tempfile.TemporaryDirectory(prefix="medkb-bench-chromium-") as profile, sync_playwright() as p:
             ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", headless=True,
@@ -146,9 +125,6 @@ def main() -> int:
                 curl.append(curl_ttft(base, key, QUESTION))
                 print(f"round {len(console)}: console {console[-1]:.1f} ms, curl {curl[-1]:.1f} ms", flush=True)
             ctx.close()
-    finally:
-        proc.terminate()
-        proc.wait(20)
     mc, mu = statistics.median(console), statistics.median(curl)
     result["ttft_ms"] = {"console": [round(x, 1) for x in console], "curl": [round(x, 1) for x in curl],
                          "console_median": round(mc, 1), "curl_median": round(mu, 1),

@@ -4,8 +4,6 @@ made-up fixture patient taking an interacting pair, the same fixture patient in 
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +11,11 @@ from sqlalchemy import select
 
 from medkb.api.auth import create_key
 from medkb.kb import models as m
-from medkb.kb.factory import open_store
 from medkb.kb.models import PUBLIC_TENANT
 from medkb.kb.store import KnowledgeStore
-from medkb.sample.build import DEMO_TENANT, build_sample
-from medkb.sample.slicer import DATA
-from medkb.settings import DatabaseSettings, Settings
-from tests.test_api_kb import _subset_records
+from medkb.sample.build import DEMO_TENANT
+from medkb.settings import Settings
+from tests.test_api_kb import sample_slice
 
 FIXTURE = Path(__file__).with_name("fixtures") / "console_patient"
 OTHER = "hospital-b"
@@ -60,16 +56,7 @@ def _interaction_fixture(store: KnowledgeStore) -> None:
 @functools.cache
 def console_kb() -> ConsoleKB:
     """Built once per test session (about 20 s: the abstracts and record notes are embedded for real)."""
-    root = Path(tempfile.mkdtemp(prefix="medkb-console-"))
-    settings = Settings().with_database(f"sqlite:///{root / 'kb.db'}")
-    store = open_store(DatabaseSettings(url=settings.database.url))
-    data = json.loads((DATA / "pubmedqa" / "pubmedqa_sample.json").read_text())
-    docs = root / "docs.json"
-    docs.write_text(json.dumps(dict(list(data.items())[:15])))
-    _subset_records(root / "demo", 0, 3)
-    _subset_records(root / "other", 3, 2)
-    build_sample(settings, store=store, ontologies=("diseases-basic",), docs=docs, records=root / "demo",
-                 key_file=root / "demo-key", say=lambda _: None)
+    root, settings, store, demo_key = sample_slice("medkb-console-", 3, 2)
     _interaction_fixture(store)
     from medkb.ingest.records import ingest_records
     from medkb.kb.embeddings import load_embedder
@@ -79,7 +66,7 @@ def console_kb() -> ConsoleKB:
     ingest_records(store, FIXTURE, fmt="synthea-csv", tenant_id=DEMO_TENANT, secret=secret, embedder=emb)
     ingest_records(store, root / "other", fmt="synthea-csv", tenant_id=OTHER, secret="other-secret", embedder=emb)
     ingest_records(store, FIXTURE, fmt="synthea-csv", tenant_id=OTHER, secret="other-secret", embedder=emb)
-    keys = {"demo-clinician": (root / "demo-key").read_text().strip()}
+    keys = {"demo-clinician": demo_key}
     for label, tenant, role in (("demo-curator", DEMO_TENANT, "curator"), ("other-clinician", OTHER, "clinician")):
         keys[label] = create_key(store, tenant, role, label)[1]
     P, C = m.Patient.__table__, m.Condition.__table__

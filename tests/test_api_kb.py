@@ -66,20 +66,27 @@ def _subset_records(dst: Path, start: int, n: int) -> None:
             w.writerows(row for row in r if row[key] in ids)
 
 
-@functools.cache
-def build_kb() -> KB:
-    """Built once per test session (cache): 15 abstracts, 4 + 3 patients, one ontology, keys."""
-    root = Path(tempfile.mkdtemp(prefix="medkb-api-"))
+def sample_slice(prefix: str, demo: int, other: int) -> tuple[Path, Settings, KnowledgeStore, str]:
+    """A fresh SQLite knowledge base in a temporary folder: 15 public abstracts, diseases-basic, the first ``demo``
+    sample patients in tenant demo (with a demo key, returned), and the next ``other`` patients' CSVs written to
+    root/"other" for the caller to ingest."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     settings = Settings().with_database(f"sqlite:///{root / 'kb.db'}")
     store = open_store(DatabaseSettings(url=settings.database.url))
     data = json.loads((DATA / "pubmedqa" / "pubmedqa_sample.json").read_text())
     docs = root / "docs.json"
     docs.write_text(json.dumps(dict(list(data.items())[:15])))
-    _subset_records(root / "demo", 0, 4)
-    _subset_records(root / "other", 4, 3)
+    _subset_records(root / "demo", 0, demo)
+    _subset_records(root / "other", demo, other)
     build_sample(settings, store=store, ontologies=("diseases-basic",), docs=docs, records=root / "demo",
                  key_file=root / "demo-key", say=lambda _: None)
-    demo_key = (root / "demo-key").read_text().strip()
+    return root, settings, store, (root / "demo-key").read_text().strip()
+
+
+@functools.cache
+def build_kb() -> KB:
+    """Built once per test session (cache): 15 abstracts, 4 + 3 patients, one ontology, keys."""
+    root, settings, store, demo_key = sample_slice("medkb-api-", 4, 3)
 
     from medkb.ingest.pipeline import ingest_documents
     from medkb.ingest.records import ingest_records

@@ -59,11 +59,11 @@ def kb() -> ConsoleKB:
 
 
 @contextlib.contextmanager
-def serve(kb: ConsoleKB, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A real `medkb serve` process on a free port (environment ``env`` added), stopped at the end."""
+def serve(db_url: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `medkb serve` process on ``db_url`` and a free port (environment ``env`` added), stopped at the end."""
     port = _free_port()
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", kb.settings.database.url, "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", db_url, "serve",
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
@@ -92,7 +92,7 @@ def serve(kb: ConsoleKB, env: dict[str, str] | None = None) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(kb: ConsoleKB) -> Iterator[str]:
-    with serve(kb) as url:
+    with serve(kb.settings.database.url) as url:
         yield url
 
 
@@ -333,7 +333,7 @@ def test_generated_answer_marks_unsupported_sentences(browser_context: Any, kb: 
            "MEDKB_LLM_MAX_TOKENS": "48", "MEDKB_LLM_TIMEOUT_S": "120"}
     page = browser_context.new_page()
     try:
-        with serve(kb, env) as url:
+        with serve(kb.settings.database.url, env) as url:
             sign_in(page, url, kb.keys["demo-clinician"])
             page.get_by_label("Question").fill(QUESTION)
             with page.expect_response(f"{url}/v1/chat") as resp:
