@@ -1,5 +1,5 @@
 // Shared by the console's modules: DOM building, the API client, sentences, codes, safety notes, tabs.
-import { t } from "./i18n.js";
+import { t, tv } from "./i18n.js";
 
 export const KEY = "medkb.key";
 export const $ = (id) => document.getElementById(id);
@@ -91,7 +91,9 @@ export function dl(rows) {
 
 // ---- safety notes (shared by answers and patient 360) ------------------------------------------------------
 
-const SEVERITY = { contraindicated: 0, critical: 0, severe: 1, major: 1, high: 1, moderate: 2, medium: 2, minor: 3, low: 3 };
+// The notes' own scale (contraindicated > avoid > precaution > consider), plus common synonyms from other sources.
+const SEVERITY = { contraindicated: 0, critical: 0, avoid: 1, severe: 1, major: 1, high: 1, precaution: 2, moderate: 2,
+  medium: 2, consider: 3, minor: 3, low: 3 };
 const KIND = { interaction: 0, contraindication: 1, caution: 2, adverse_reaction: 3 };
 
 export function bySeverity(notes) {
@@ -104,7 +106,7 @@ export function bySeverity(notes) {
 
 function sourceText(n) {
   const src = n.source;
-  if (src && typeof src === "object") return [src.name, src.release, src.licence || src.license, src.provenance].filter(Boolean).join(" · ");
+  if (src && typeof src === "object") return [src.name, src.origin, src.release, src.licence || src.license].filter(Boolean).join(" · ");
   const parts = [src, n.release].filter(Boolean);
   // Ontology provenance is often just "source release" again; show it only when it says more.
   if (n.provenance && n.provenance !== parts.join(" ")) parts.push(n.provenance);
@@ -116,9 +118,9 @@ export function safetyList(notes) {
   for (const n of bySeverity(notes)) {
     const ents = Array.isArray(n.entities) ? n.entities : [];
     const text = n.text || [n.subject, n.object].filter(Boolean).join(" ↔ ") + (n.via ? ` (${n.via})` : "");
-    const sev = n.severity ? h("span", { class: `badge sev sev-${SEVERITY[String(n.severity).toLowerCase()] ?? 5}`, text: `${t("severity")}: ${n.severity}` }) : null;
+    const sev = n.severity ? h("span", { class: `badge sev sev-${SEVERITY[String(n.severity).toLowerCase()] ?? 5}`, text: `${t("severity")}: ${tv("sev", n.severity)}` }) : null;
     ul.append(h("li", { class: `note kind-${n.kind || "note"}` },
-      h("p", { class: "note-head" }, h("span", { class: "badge kind", text: (n.kind || "").replace("_", " ") }), " ", sev),
+      h("p", { class: "note-head" }, h("span", { class: "badge kind", text: tv("kind", n.kind).replace("_", " ") }), " ", sev),
       h("p", { class: "note-text", text }),
       ents.length ? h("p", { class: "chips" }, ents.map((e) => h("span", { class: "chip static",
         text: `${e.name || ""}${e.codes ? " · " + codesText(e.codes) : ""}` }))) : null,

@@ -83,6 +83,8 @@ const STRINGS = {
     error: "错误：{msg}", notFound: "未找到。",
     role_clinician: "临床医生", role_admin: "管理员", role_curator: "知识管理员", sex_male: "男", sex_female: "女",
     sex_other: "其他", sex_unknown: "未知",
+    kind_interaction: "相互作用", kind_contraindication: "禁忌", kind_caution: "慎用", kind_adverse_reaction: "不良反应",
+    sev_contraindicated: "禁忌", sev_avoid: "避免合用", sev_precaution: "慎用", sev_consider: "需考虑",
   },
 };
 
