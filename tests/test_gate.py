@@ -4,7 +4,6 @@ its features, the shipped model, the operating point from settings, and the no-e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,24 +17,14 @@ from medkb.retrieval.gate import ANSWER_FEATURES, FEATURES, EvidenceGate, GateMo
 from medkb.retrieval.retriever import build_retriever
 from medkb.sample.slicer import DATA
 from medkb.settings import GateSettings
-from tests.test_api_kb import KB, auth, build_kb
+from tests.test_api_kb import KB, auth
+from tests.test_api_service import client, kb  # noqa: F401  (the shared module fixtures)
 
 ABSENT_EN = "Which cryptocurrency wallet supports lightning payments?"
 ABSENT_ZH = "哪个加密货币钱包支持闪电网络支付？"
 # A topic medicine knows but the sample abstracts do not cover.
 ABSENT_MED_EN = "What is the recommended dose of dupilumab for atopic dermatitis in children?"
 ABSENT_MED_ZH = "儿童特应性皮炎使用度普利尤单抗的推荐剂量是多少？"
-
-
-@pytest.fixture(scope="module")
-def kb() -> KB:
-    return build_kb()
-
-
-@pytest.fixture(scope="module")
-def client(kb: KB) -> Iterator[TestClient]:
-    with kb.client() as c:
-        yield c
 
 
 def _present_question(kb: KB) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from medkb.eval.abstain import AbstainRun
-from medkb.eval.report import _png
+from medkb.eval.report import _png, page
 
 HEADER = ["split", "abstain (unanswerable)", "gold cited (answerable)", "answered (answerable)", "AUROC",
           "threshold", "answerable", "unanswerable", "p50 ms"]
@@ -105,17 +105,7 @@ def html_report(run: AbstainRun) -> str:
     setup = "".join(f"<li>{esc(s)}</li>" for s in _setup(run))
     imgs = "".join(f'<figure><img alt="{esc(n)}" src="{u}"></figure>' for n, u in plots(run).items())
     cfg = esc(json.dumps(run.config, indent=2))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>medkb abstention: {esc(run.split)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: .3em .7em; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-img {{ max-width: 100%; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 80%; }}
-</style></head><body>
-<h1>Abstention evaluation: {esc(run.split)}</h1>
+    return page(f"medkb abstention: {run.split}", f"""<h1>Abstention evaluation: {esc(run.split)}</h1>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul>{setup}</ul>
 {imgs}
@@ -123,5 +113,5 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 80%; }}
 <table><thead><tr><th>threshold</th><th>abstain (unanswerable)</th><th>gold cited (answerable)</th></tr></thead>
 <tbody>{sweep}</tbody></table>
 <details><summary>Full configuration</summary><pre>{cfg}</pre></details>
-</body></html>
-"""
+""")
+

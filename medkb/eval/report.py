@@ -149,8 +149,18 @@ def html_report(run: RetrievalRun) -> str:
     setup = "".join(f"<li>{esc(s)}</li>" for s in _setup_lines(run))
     cfg = esc(json.dumps(run.config, indent=2))
     imgs = "".join(f'<figure><img alt="{esc(name)}" src="{uri}"></figure>' for name, uri in figs.items())
+    return page(f"medkb eval: {run.dataset}", f"""<h1>Retrieval evaluation: {esc(run.dataset)}</h1>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<ul>{setup}</ul>
+{imgs}
+<details><summary>Full configuration</summary><pre>{cfg}</pre></details>
+""")
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained report page (the style every eval report shares) around ``body``."""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>medkb eval: {esc(run.dataset)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -159,10 +169,6 @@ th:first-child, td:first-child {{ text-align: left; }}
 figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 80%; }}
 </style></head><body>
-<h1>Retrieval evaluation: {esc(run.dataset)}</h1>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<ul>{setup}</ul>
-{imgs}
-<details><summary>Full configuration</summary><pre>{cfg}</pre></details>
+{body}
 </body></html>
 """
