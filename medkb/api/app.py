@@ -153,10 +153,11 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope.get("route"))
         return JSONResponse(error_body("InternalError", "internal error"), status_code=500)
 
-    from medkb.api import chat, completions, console, documents, embeddings, entities, health, patients, search
+    from medkb.api import (chat, cohorts, completions, console, documents, embeddings, entities, health, patients,
+                           search)
 
     ours: list[Any] = []
-    for module in (health, search, documents, entities, patients, chat, completions, embeddings, console):
+    for module in (health, search, documents, entities, patients, chat, completions, embeddings, cohorts, console):
         app.include_router(module.router)
         ours.extend(module.router.routes)  # the route templates metrics and logs are labelled with
     app.mount("/console", console.assets(), name="console")

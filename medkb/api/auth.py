@@ -15,7 +15,7 @@ from medkb.errors import AuthenticationError, InvalidInput, NotFound, Permission
 from medkb.kb import models as m
 from medkb.kb.store import KnowledgeStore
 
-ROLES = ("clinician", "curator", "admin")
+ROLES = ("clinician", "curator", "admin", "researcher")  # researcher: suppressed cohort aggregates only
 PATIENT_ROLES = ("clinician", "admin")
 KEY_PREFIX = "mk"
 # scrypt at n=2^14, r=8: ~16 MiB and tens of ms per check; verified keys are cached per process.

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     def create(
         ctx: typer.Context,
         tenant: Annotated[str, typer.Option(help="Tenant the key is confined to.")],
-        role: Annotated[str, typer.Option(help="clinician | curator | admin")],
+        role: Annotated[str, typer.Option(help="clinician | curator | admin | researcher")],
         name: Annotated[Optional[str], typer.Option(help="A label to recognise the key by.")] = None,
     ) -> None:
         """Create a key and print it ONCE (only its hash is kept).
