@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -162,6 +163,20 @@ class DocumentWriter:
             fut.result()
 
     def _write(self, batch: list[_Entry]) -> None:
+        """Write the batch on the store's write lanes; every version of one document stays in one lane,
+        in order, so versions supersede each other as they would one by one."""
+        lanes = max(1, self.store.write_lanes)
+        if lanes == 1:
+            self._write_lane(batch)
+            return
+        split: list[list[_Entry]] = [[] for _ in range(lanes)]
+        for e in batch:
+            split[zlib.crc32(e.doc.external_id.encode()) % lanes].append(e)
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="medkb-lane") as pool:
+            for f in [pool.submit(self._write_lane, part) for part in split if part]:
+                f.result()
+
+    def _write_lane(self, batch: list[_Entry]) -> None:
         for e in batch:
             try:
                 if e.embed:

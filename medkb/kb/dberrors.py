@@ -23,9 +23,11 @@ RETRYABLE = {
     8022: "transaction must be retried",
     8028: "schema changed during the transaction",
     9007: "write conflict",
+    2006: "server closed the connection",
+    2013: "connection lost during the query",
 }
 # The server (or the network to it) is down or overloaded: nothing medkb can fix by retrying now.
-UNAVAILABLE = {1040, 1053, 2002, 2003, 2005, 2006, 2013, 2055, 9001, 9002, 9005}
+UNAVAILABLE = {1040, 1053, 2002, 2003, 2005, 2055, 9001, 9002, 9005}
 # Settings are wrong: user, password, database name.
 CONFIG = {1044: "access denied to the database", 1045: "access denied", 1049: "unknown database"}
 # The server refused the statement for a reason worth naming.

@@ -11,6 +11,8 @@ class MySQLStore(InProcessVectors):
     """For hospitals that already run MySQL or MariaDB: the shared SQL in ``kb/store.py`` plus exact
     cosine search over a cached matrix, filters applied in SQL, reloaded when the generation moves."""
 
+    write_lanes = 4
+
     def __init__(self, engine: Engine, flavor: str = "mysql") -> None:
         super().__init__(engine)
         self.backend = flavor  # "mysql" or "mariadb", as the server said

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import abc
 import logging
+import random
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from sqlalchemy import Engine, Integer, String, cast, delete, func, insert, select, text, tuple_, update
@@ -23,6 +24,9 @@ from medkb.kb.records import AddResult, ChunkView, DocumentIn, SourceInfo, Vecto
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "chunk_generation"
+# The generation is the sum of a few counter rows: concurrent writers bump different rows, so they do
+# not queue on one row lock until each other's commit; the sum still moves with every committed write.
+GENERATION_KEYS = (GENERATION_KEY, *(f"{GENERATION_KEY}.{i}" for i in range(1, 8)))
 EMBED_MODEL_KEY = "embedding_model"
 EMBED_DIM_KEY = "embedding_dim"
 # Rows per multi-row INSERT statement (a few MB of text and vectors, under max_allowed_packet).
@@ -44,12 +48,21 @@ class KnowledgeStore(abc.ABC):
     """
 
     backend: str = "sql"
+    # Documents an ingest may write at once, each in its own transaction on its own connection: 1 on
+    # SQLite (one writer at a time anyway); more on a server, which overlaps their round trips and
+    # commits (group commit) — most of a server's per-document cost.
+    write_lanes: int = 1
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._lock = threading.RLock()
+        self._write_lock = self._lock if self.write_lanes == 1 else nullcontext()
         self._filter_cache: dict[tuple[int, SearchFilters], np.ndarray] = {}
+        # Per-document round trips matter on a server: source ids and the (immutable) dimension are
+        # remembered; a source deleted meanwhile by another process shows as a FK error, then a re-read.
+        self._source_ids: dict[tuple[str, str], int] = {}
+        self._kb_dim: int | None = None
 
     # ---- sessions ---------------------------------------------------------------------------
 
@@ -92,18 +105,21 @@ class KnowledgeStore(abc.ABC):
 
     def generation(self) -> int:
         """Bumped in the same transaction as every chunk write, so caches see other processes' writes."""
-        return int(self.get_meta(GENERATION_KEY) or 0)
+        with self.session() as s:
+            total = s.scalar(select(func.sum(cast(m.Meta.value, Integer))).where(m.Meta.key.in_(GENERATION_KEYS)))
+        return int(total or 0)
 
     def _bump_generation(self, s: Session) -> None:
         """+1 in SQL, under the row lock of the same transaction: two writers never both write N+1."""
+        key = GENERATION_KEYS[0 if self.write_lanes == 1 else random.randrange(len(GENERATION_KEYS))]
         bumped = s.execute(
             update(m.Meta)
-            .where(m.Meta.key == GENERATION_KEY)
+            .where(m.Meta.key == key)
             .values(value=cast(cast(m.Meta.value, Integer) + 1, String))
             .execution_options(synchronize_session=False)
         ).rowcount
         if not bumped:
-            s.add(m.Meta(key=GENERATION_KEY, value="1"))
+            s.add(m.Meta(key=key, value="1"))
             s.flush()
 
     def record_dimension(self, dim: int) -> None:
@@ -116,8 +132,8 @@ class KnowledgeStore(abc.ABC):
                                    "use a new database for a model of another dimension")
                 if cur is None:
                     self._set_meta(s, EMBED_DIM_KEY, str(dim))
-                if s.get(m.Meta, GENERATION_KEY) is None:
-                    s.add(m.Meta(key=GENERATION_KEY, value="0"))
+                have = set(s.scalars(select(m.Meta.key).where(m.Meta.key.in_(GENERATION_KEYS))))
+                s.add_all(m.Meta(key=k, value="0") for k in GENERATION_KEYS if k not in have)
 
         retrying(run)
 
@@ -166,7 +182,9 @@ class KnowledgeStore(abc.ABC):
                     src.release = release
                 return src.id
 
-        return _once_more_on_duplicate(lambda: retrying(run))
+        sid = _once_more_on_duplicate(lambda: retrying(run))
+        self._source_ids[(tenant_id, name)] = sid
+        return sid
 
     def get_source(self, tenant_id: str, name: str) -> SourceInfo:
         for info in self.list_sources(tenant_id, include_public=False):
@@ -216,6 +234,7 @@ class KnowledgeStore(abc.ABC):
         source with fewer rows that ``delete_source`` run again finishes; the source row goes last."""
         info = self.get_source(tenant_id, name)
         sid = info.id
+        self._source_ids.pop((tenant_id, name), None)
         doc_ids = select(m.Document.id).where(m.Document.source_id == sid)
         self._delete_batches(doc_ids, self._delete_documents)
         self._delete_batches(select(m.Edge.id).where(m.Edge.source_id == sid),
@@ -290,24 +309,29 @@ class KnowledgeStore(abc.ABC):
             raise InvalidInput(f"doc_type must be one of {', '.join(m.DOC_TYPES)}, not {doc.doc_type!r}")
         chash = doc.content_hash or doc.compute_hash()
         dim = self._check_dims(doc)
-        source_id = self.ensure_source(doc.tenant_id, doc.source)
-        # Another process adding the same (source, external id, version) at the same moment: the
-        # loser's second run finds the winner's row (unchanged, or replaced when content differs).
-        result = _once_more_on_duplicate(lambda: retrying(lambda: self._add_document(doc, chash, dim, source_id)))
+        key = (doc.tenant_id, doc.source)
+
+        def attempt() -> AddResult:
+            source_id = self._source_ids.get(key) or self.ensure_source(doc.tenant_id, doc.source)
+            return retrying(lambda: self._add_document(doc, chash, dim, source_id))
+
+        try:
+            result = attempt()
+        except IntegrityError:
+            # Another process added the same (source, external id, version) at the same moment (the
+            # second run finds its row: unchanged, or replaced), or deleted the source we remembered.
+            self._source_ids.pop(key, None)
+            result = attempt()
         self._invalidate()
         return result
 
     def _add_document(self, doc: DocumentIn, chash: str, dim: int | None, source_id: int) -> AddResult:
-        with self._lock, self.session() as s:
+        with self._write_lock, self.session() as s:
             if dim is not None:
                 self._check_kb_dim(s, dim)
-            existing = s.scalar(
-                select(m.Document).where(
-                    m.Document.source_id == source_id,
-                    m.Document.external_id == doc.external_id,
-                    m.Document.version == doc.version,
-                )
-            )
+            siblings = list(s.scalars(select(m.Document).where(
+                m.Document.source_id == source_id, m.Document.external_id == doc.external_id)))
+            existing = next((d for d in siblings if d.version == doc.version), None)
             if existing is not None and existing.content_hash == chash:
                 return AddResult("unchanged", existing.id)
             if existing is not None:
@@ -316,12 +340,13 @@ class KnowledgeStore(abc.ABC):
             else:
                 row, status = m.Document(source_id=source_id, external_id=doc.external_id), "added"
                 s.add(row)
+                siblings.append(row)
             row.tenant_id, row.title, row.doc_type = doc.tenant_id, doc.title, doc.doc_type
             row.language, row.version, row.effective_date = doc.language, doc.version, doc.effective_date
             row.evidence_level, row.specialty, row.patient_id = doc.evidence_level, doc.specialty, doc.patient_id
             row.meta, row.content_hash = dict(doc.metadata), chash
             s.flush()
-            self._apply_versions(s, row)
+            self._apply_versions(siblings)
             chunk_ids = self._insert_chunks(s, row, doc)
             self._bump_generation(s)
         return AddResult(status, row.id, tuple(chunk_ids))
@@ -333,28 +358,28 @@ class KnowledgeStore(abc.ABC):
         return dims.pop() if dims else None
 
     def _check_kb_dim(self, s: Session, dim: int) -> None:
-        kb_dim = self.get_meta(EMBED_DIM_KEY, s)
+        if self._kb_dim is None:
+            recorded = self.get_meta(EMBED_DIM_KEY, s)
+            self._kb_dim = int(recorded) if recorded else None
+        kb_dim = self._kb_dim
         if kb_dim is not None and int(kb_dim) != dim:
             raise Conflict(
                 f"embedding dimension {dim} does not match this knowledge base's dimension {kb_dim}"
             )
 
-    def _apply_versions(self, s: Session, row: m.Document) -> None:
-        siblings = list(
-            s.scalars(
-                select(m.Document).where(
-                    m.Document.source_id == row.source_id, m.Document.external_id == row.external_id
-                )
-            )
-        )
+    @staticmethod
+    def _apply_versions(siblings: Sequence[m.Document]) -> None:
+        """Every version of one (source, external id): only the newest is not superseded."""
+        if not siblings:
+            return
         # Ties broken by time, then id: AUTO_INCREMENT is unique but not monotonic across TiDB nodes.
         newest = max(siblings, key=lambda d: (_version_key(d.version), d.created_at, d.id))
         for d in siblings:
             d.superseded = d.id != newest.id
 
     def _insert_chunks(self, s: Session, row: m.Document, doc: DocumentIn) -> list[int]:
-        """Multi-row INSERTs (one round trip per batch, not per chunk); ids are read back by the
-        unique (document, ordinal) key, which works on every backend, RETURNING or not."""
+        """Multi-row INSERTs (one round trip per batch, not per chunk), with RETURNING where the server
+        has it; elsewhere the ids are read back by the unique (document, ordinal) key."""
         if not doc.chunks:
             return []
         rows = [
@@ -364,13 +389,19 @@ class KnowledgeStore(abc.ABC):
              "embedding": None if c.embedding is None else np.asarray(c.embedding, dtype=np.float32)}
             for i, c in enumerate(doc.chunks)
         ]
-        conn = s.connection()
-        for i in range(0, len(rows), INSERT_BATCH):
-            conn.execute(insert(m.Chunk.__table__), rows[i : i + INSERT_BATCH])
-        by_ordinal = dict(conn.execute(
-            select(m.Chunk.ordinal, m.Chunk.id).where(m.Chunk.document_id == row.id)
-        ).all())
-        ids = [by_ordinal[i] for i in range(len(rows))]
+        conn, table = s.connection(), m.Chunk.__table__
+        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:  # SQLite, MariaDB
+            ids = []
+            for i in range(0, len(rows), INSERT_BATCH):
+                ids += conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                    rows[i : i + INSERT_BATCH]).scalars().all()
+        else:  # MySQL, TiDB: no RETURNING; read the ids back by the unique key
+            for i in range(0, len(rows), INSERT_BATCH):
+                conn.execute(insert(table), rows[i : i + INSERT_BATCH])
+            by_ordinal = dict(conn.execute(
+                select(m.Chunk.ordinal, m.Chunk.id).where(m.Chunk.document_id == row.id)
+            ).all())
+            ids = [by_ordinal[i] for i in range(len(rows))]
         mentions = [
             {"chunk_id": cid, "entity_id": eid, "tenant_id": doc.tenant_id, "count": n}
             for cid, c in zip(ids, doc.chunks)
@@ -391,20 +422,15 @@ class KnowledgeStore(abc.ABC):
         self._invalidate()
 
     def _delete_document(self, document_id: int) -> None:
-        with self._lock, self.session() as s:
+        with self._write_lock, self.session() as s:
             doc = s.get(m.Document, document_id)
             if doc is None:
                 raise NotFound(f"no document {document_id}")
             self._delete_chunks(s, [document_id])
             s.delete(doc)
             s.flush()
-            rest = s.scalars(
-                select(m.Document).where(
-                    m.Document.source_id == doc.source_id, m.Document.external_id == doc.external_id
-                )
-            ).first()
-            if rest is not None:
-                self._apply_versions(s, rest)
+            self._apply_versions(list(s.scalars(select(m.Document).where(
+                m.Document.source_id == doc.source_id, m.Document.external_id == doc.external_id))))
             self._bump_generation(s)
 
     def get_document(self, document_id: int, tenant_id: str | None = None) -> dict:

@@ -72,6 +72,7 @@ class TiDBStore(KnowledgeStore):
     it, widened until k rows survive; exact KNN for very selective filters."""
 
     backend = "tidb"
+    write_lanes = 4
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
