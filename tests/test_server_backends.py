@@ -327,3 +327,31 @@ def test_init_pins_utf8mb4_bin_in_a_general_ci_database(mariadb_url: str) -> Non
                                   "WHERE table_schema = DATABASE() AND collation_name IS NOT NULL")).scalars())
     store.close()
     assert colls == {"utf8mb4_bin"} and cols == {"utf8mb4_bin"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_comention_rebuild_commits_in_batches(backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from medkb.kb.graph import comention
+    from tests.conftest import backend_url
+
+    store = open_store(DatabaseSettings(url=backend_url(backend, tmp_path, request)))
+    init_store(store)
+    with store.session() as s:
+        ents = [m.Entity(type="disease", name=f"e{i}") for i in range(4)]
+        s.add_all(ents)
+        s.flush()
+        ids = [e.id for e in ents]
+    d = doc("c", n=2)
+    d.chunks[0].entity_ids = {i: 1 for i in ids}  # 6 pairs
+    d.chunks[1].entity_ids = {ids[0]: 1, ids[1]: 1}
+    store.add_document(d)
+    monkeypatch.setattr(comention, "BATCH", 2)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    rep = comention.build_comention_edges(store, "t")
+    assert (rep.pairs, rep.added) == (6, 6) and len(commits) >= 4  # the read, then 3 insert batches
+    assert store.count("edges") == 6
+    again = comention.build_comention_edges(store, "t")
+    assert (again.added, again.updated, again.removed) == (0, 0, 0)
+    store.close()

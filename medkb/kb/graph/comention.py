@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from medkb.kb import models as m
@@ -50,14 +50,19 @@ def build_comention_edges(store: KnowledgeStore, tenant_id: str, min_count: int 
              "weight": w, "curated": False, "provenance": f"co-mentioned in {int(w)} chunk(s)"}
             for (x, y), w in want.items() if (x, y) not in have
         ]
-        for i in range(0, len(stale), BATCH):
+    # Each batch is its own transaction: a large tenant's rebuild stays under a server's transaction
+    # size limit (TiDB), and an interrupted rebuild is finished by running it again (it is a diff).
+    for i in range(0, len(stale), BATCH):
+        with store.session() as s:
             s.execute(delete(m.Edge).where(m.Edge.id.in_(stale[i : i + BATCH])))
-        for eid, w in changed:
-            s.execute(m.Edge.__table__.update().where(m.Edge.id == eid)
-                      .values(weight=w, provenance=f"co-mentioned in {int(w)} chunk(s)"))
-        conn = s.connection()
-        for i in range(0, len(new), BATCH):
-            conn.execute(insert(m.Edge.__table__), new[i : i + BATCH])
+    for i in range(0, len(changed), BATCH):
+        with store.session() as s:
+            if changed[i : i + BATCH]:
+                s.execute(update(m.Edge), [{"id": eid, "weight": w, "provenance": f"co-mentioned in {int(w)} chunk(s)"}
+                                           for eid, w in changed[i : i + BATCH]])
+    for i in range(0, len(new), BATCH):
+        with store.session() as s:
+            s.connection().execute(insert(m.Edge.__table__), new[i : i + BATCH])
     return CoMentionReport(pairs=len(want), added=len(new), updated=len(changed), removed=len(stale))
 
 
