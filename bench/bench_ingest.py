@@ -18,20 +18,22 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from medkb.ingest.chunker import Budget  # noqa: E402
 from medkb.ingest.corpora import iter_pubmedqa  # noqa: E402
 from medkb.ingest.pipeline import ingest_documents, to_document  # noqa: E402
-from medkb.kb.embeddings import load_embedder  # noqa: E402
+from medkb.kb.embeddings import load_embedder, token_counter  # noqa: E402
 from medkb.kb.factory import init_store, open_store  # noqa: E402
 from medkb.settings import DatabaseSettings  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 
 
-def chunk_texts(src: Path) -> list[str]:
-    """The chunk texts the ingest pipeline makes of a PubMedQA file."""
+def chunk_texts(src: Path, model: str = "all-MiniLM-L6-v2") -> list[str]:
+    """The chunk texts the ingest pipeline makes of a PubMedQA file (sized in ``model``'s own tokens)."""
+    budget = Budget.for_embedder(token_counter(model))
     return [c.text for p in iter_pubmedqa(src) if not isinstance(p, Exception)
             for c in to_document(p, tenant_id="public", source="b", doc_type="literature", lang="en",
-                                 version="1", effective_date=None).chunks]
+                                 version="1", effective_date=None, budget=budget).chunks]
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "ori_pqal.json"
         src.write_text(json.dumps(subset))
-        texts = chunk_texts(src)
+        texts = chunk_texts(src, args.model)
         emb = load_embedder(args.model, backend=args.backend)
         emb.embed_passages(texts[:32])  # warm-up
 

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from medkb.errors import ConfigError
-from medkb.ingest.deid import MAX_SHIFT_DAYS, Deidentifier, scrub
+from medkb.ingest.deid import MAX_SHIFT_DAYS, Deidentifier
+from medkb.ingest.phi import scrub
 
 
 def test_pseudonyms_are_keyed_deterministic_and_tenant_scoped() -> None:

@@ -78,7 +78,7 @@ def test_pubmedqa_rerun_is_unchanged_and_writes_nothing(pubmedqa_store, embedder
     calls: list[int] = []
 
     class CountingEmbedder:  # the real model, counting how much it is asked to embed
-        name, dim = embedder.name, embedder.dim
+        name, dim, max_tokens, token_count = embedder.name, embedder.dim, embedder.max_tokens, embedder.token_count
 
         def embed_passages(self, texts):  # type: ignore[no-untyped-def]
             calls.append(len(texts))

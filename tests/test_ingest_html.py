@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from medkb.errors import BadRecord
-from medkb.ingest.chunker import chunk_sections
+from medkb.ingest.chunker import Budget, chunk_sections
 from medkb.ingest.documents import parse_html
 from medkb.ingest.pipeline import ingest_documents
 from medkb.kb.filters import SearchFilters
+from tests.test_chunk import minilm_count
 from tests.test_ingest_docs import visible_chunks
 
 PAGE = Path(__file__).parent / "fixtures" / "html" / "hypertension_div_only.html"
@@ -51,10 +52,11 @@ def test_div_only_page_keeps_the_guideline_and_drops_the_site(sqlite_store, embe
         assert any(row in c.text for c in chunks), row
 
 
-@pytest.mark.parametrize("budget", [40, 64, 100])  # the longest row estimates at 34 tokens
+@pytest.mark.parametrize("budget", [40, 64, 100])  # the longest row is 38 MiniLM tokens
 def test_table_rows_stay_whole_under_any_budget(budget: int) -> None:
     doc = parse_html(PAGE, "page")
-    pieces = chunk_sections(doc.sections, max_tokens=budget, overlap=8)
+    assert max(minilm_count(r) for r in ALL_ROWS) <= 40
+    pieces = chunk_sections(doc.sections, Budget(budget, minilm_count, overlap=8))
     assert len(pieces) > len(doc.sections)  # the budget really forces cuts
     text = doc.text
     for p in pieces:

@@ -85,6 +85,13 @@ class _LazyEmbedder:
 
     def __init__(self, name: str, dim: int, load) -> None:  # type: ignore[no-untyped-def]
         self.name, self.dim, self._load, self._model = name, dim, load, None
+        from medkb.kb.embeddings import token_counter
+
+        self._counter = token_counter(name)  # chunks are sized in the model's tokens, before any embedding
+        self.max_tokens = self._counter.max_tokens
+
+    def token_count(self, text: str) -> int:
+        return self._counter.token_count(text)
 
     def _get(self):  # type: ignore[no-untyped-def]
         if self._model is None:

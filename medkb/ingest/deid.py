@@ -1,46 +1,16 @@
-"""De-identification before storage: keyed pseudonyms, per-patient date shifts, birth year, PHI scrubbing."""
+"""De-identification before storage: keyed pseudonyms, per-patient date shifts, birth year (free text: phi.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-import re
 
 from medkb.errors import ConfigError
 
 MAX_SHIFT_DAYS = 365
 # HIPAA Safe Harbor: ages over 89 are reported as one group, so birth years are floored there.
 MAX_AGE = 90
-
-_SCRUBBERS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[EMAIL]"),
-    (re.compile(r"https?://\S+|www\.\S+", re.I), "[URL]"),
-    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "[ID]"),
-    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[SSN]"),
-    (re.compile(r"(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"), "[PHONE]"),
-    # Same separator twice, so ranges such as "30.0-39.9" are not taken for dates.
-    (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}(?:[T ][\d:.]+Z?)?\b"), "[DATE]"),
-    (re.compile(r"\b\d{1,2}([-/.])\d{1,2}\1\d{2,4}\b"), "[DATE]"),
-    (re.compile(r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?"
-                r"\s+\d{4}\b", re.I), "[DATE]"),
-    (re.compile(r"\b\d{1,2}\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{4}\b", re.I),
-     "[DATE]"),
-    (re.compile(r"\d{4}年\d{1,2}月\d{1,2}日"), "[DATE]"),
-    (re.compile(r"\b(?:MRN|SSN|DL|ID)[:#\s]*[A-Z0-9-]{4,}\b", re.I), "[ID]"),
-    # Long digit runs and letter-digit ids (licences, passports, record numbers). Clinical codes are kept
-    # in their own columns, never in free text, so they are not lost here.
-    (re.compile(r"\b[A-Z]{0,3}\d{7,}[A-Z]{0,3}\b"), "[ID]"),
-]
-
-
-def scrub(text: str | None) -> str | None:
-    """Safety net for free text: remove emails, URLs, ids, SSNs, phone numbers and dates."""
-    if text is None:
-        return None
-    for pattern, repl in _SCRUBBERS:
-        text = pattern.sub(repl, text)
-    return text
 
 
 def parse_date(value: str | None) -> dt.date | None:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from medkb.errors import BadRecord, InvalidInput, MedkbError
-from medkb.ingest.chunker import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk_sections
+from medkb.ingest.chunker import Budget, chunk_sections
 from medkb.ingest.corpora import FORMATS, iter_items
 from medkb.ingest.documents import ParsedDoc
 from medkb.kb import models as m
@@ -214,11 +214,10 @@ class DocumentWriter:
 
 def to_document(
     parsed: ParsedDoc, *, tenant_id: str, source: str, doc_type: str, lang: str, version: str,
-    effective_date: dt.date | None, patient_id: str | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP,
+    effective_date: dt.date | None, budget: Budget, patient_id: str | None = None,
 ) -> DocumentIn:
-    """Chunk a parsed document into a DocumentIn (no embeddings yet)."""
-    pieces = chunk_sections(parsed.sections, max_tokens, overlap)
+    """Chunk a parsed document into a DocumentIn (no embeddings yet), sized in the embedder's own tokens."""
+    pieces = chunk_sections(parsed.sections, budget)
     if not pieces:
         raise BadRecord(parsed.where, "no text to index")
     language = lang if lang != "auto" else (parsed.language or detect_language(parsed.text))
@@ -253,6 +252,7 @@ def ingest_documents(
     store.ensure_source(tenant_id, source, kind="docs")
     writer = DocumentWriter(store, embedder, report, tenant_id=tenant_id, source=source, linker=linker,
                             progress=progress, batch_chunks=batch_chunks)
+    budget = Budget.for_embedder(embedder)
     try:
         for item in iter_items([Path(p) for p in paths], fmt):
             if isinstance(item, BadRecord):
@@ -260,7 +260,7 @@ def ingest_documents(
                 continue
             try:
                 doc = to_document(item, tenant_id=tenant_id, source=source, doc_type=doc_type, lang=lang,
-                                  version=version, effective_date=effective_date)
+                                  version=version, effective_date=effective_date, budget=budget)
             except BadRecord as exc:
                 writer.fail(exc)
                 continue

@@ -1,4 +1,4 @@
-"""Readers for patient-record exports (Synthea CSV folders, FHIR R4 bundles) into plain source records."""
+"""Patient-record source types (facts, notes, known identifiers) and the Synthea CSV reader (FHIR: fhir.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from medkb.errors import BadRecord
 from medkb.ingest.deid import parse_date
+from medkb.ingest.phi import KnownIdentifiers, collect
 from medkb.kb.codes import canonical_system
 
 @dataclass
@@ -32,6 +33,15 @@ class Fact:
 
 
 @dataclass
+class Note:
+    """A free-text clinical note as the source has it (FHIR DocumentReference, a notes column)."""
+
+    date: dt.date | None
+    title: str | None
+    text: str
+
+
+@dataclass
 class SourcePatient:
     source_id: str
     birth: dt.date | None
@@ -39,6 +49,8 @@ class SourcePatient:
     deceased: bool
     facts: list[Fact] = field(default_factory=list)
     death: dt.date | None = None
+    notes: list[Note] = field(default_factory=list)
+    known: KnownIdentifiers = field(default_factory=KnownIdentifiers)  # removed from this patient's free text
 
 
 @dataclass
@@ -98,12 +110,15 @@ def read_synthea(folder: Path) -> RecordBatch:
             pid = row["Id"].strip()
             if not pid:
                 raise BadRecord(str(pfile), "empty patient id", line=n, field="Id")
+            birth = _date(pfile, n, "BIRTHDATE", row)
             patients[pid] = SourcePatient(
-                source_id=pid, birth=_date(pfile, n, "BIRTHDATE", row), sex=_sex(row.get("GENDER")),
+                source_id=pid, birth=birth, sex=sex(row.get("GENDER")),
                 deceased=bool((row.get("DEATHDATE") or "").strip()), death=_date(pfile, n, "DEATHDATE", row),
+                known=_synthea_known(pid, birth, row),
             )
         except BadRecord as exc:
             failed.append(exc)
+    _synthea_notes(folder / "notes.csv", patients, failed)
     for name, (required, kind, default_system) in _SYNTHEA.items():
         path = folder / f"{name}.csv"
         if not path.exists():
@@ -124,6 +139,38 @@ def read_synthea(folder: Path) -> RecordBatch:
         except BadRecord as exc:
             failed.append(exc)
     return RecordBatch(patients, failed, folder.resolve().name)
+
+
+def _synthea_known(pid: str, birth: dt.date | None, row: dict[str, str]) -> KnownIdentifiers:
+    g = row.get
+    given = collect([g("FIRST"), g("MIDDLE")])
+    return KnownIdentifiers(
+        names=collect([" ".join(collect([g("PREFIX"), *given, g("LAST"), g("SUFFIX")]))]),
+        name_parts=collect([*given, g("LAST"), g("MAIDEN")]),
+        addresses=collect([g("ADDRESS"), g("CITY"), g("COUNTY"), g("ZIP"), g("BIRTHPLACE")]),
+        ids=collect([pid, g("SSN"), g("DRIVERS"), g("PASSPORT")]),
+        birth_dates=[birth] if birth else [],
+    )
+
+
+def _synthea_notes(path: Path, patients: dict[str, SourcePatient], failed: list[BadRecord]) -> None:
+    """notes.csv (PATIENT, DATE, NOTE; TITLE optional): free-text notes, one per row."""
+    if not path.exists():
+        return
+    try:
+        for n, row in _rows(path, ("PATIENT", "DATE", "NOTE")):
+            p = patients.get(row["PATIENT"].strip())
+            if p is None:
+                failed.append(BadRecord(str(path), "unknown patient (not in patients.csv)", line=n, field="PATIENT"))
+                continue
+            try:
+                text = (row.get("NOTE") or "").strip()
+                if text:
+                    p.notes.append(Note(_date(path, n, "DATE", row), (row.get("TITLE") or "").strip() or None, text))
+            except BadRecord as exc:
+                failed.append(exc)
+    except BadRecord as exc:
+        failed.append(exc)
 
 
 def _synthea_fact(path: Path, n: int, row: dict[str, str], kind: str, default_system: str) -> Fact:
@@ -149,122 +196,6 @@ def _date(path: Path, n: int, col: str, row: dict[str, Any]) -> dt.date | None:
         raise BadRecord(str(path), str(exc), line=n, field=col) from None
 
 
-def _sex(v: Any) -> str | None:
+def sex(v: Any) -> str | None:
     s = str(v or "").strip().lower()
     return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(s, s or None)
-
-
-# ---- FHIR R4 ----------------------------------------------------------------------------------
-
-def read_fhir(path: Path) -> RecordBatch:
-    """A FHIR R4 Bundle (JSON), or a folder of them."""
-    files = sorted(p for p in path.rglob("*.json")) if path.is_dir() else [path]
-    patients: dict[str, SourcePatient] = {}
-    failed: list[BadRecord] = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            failed.append(BadRecord(str(f), f"cannot read: {exc}"))
-            continue
-        if not text.strip():
-            failed.append(BadRecord(str(f), "empty file"))
-            continue
-        try:
-            bundle = json.loads(text)
-        except json.JSONDecodeError as exc:
-            failed.append(BadRecord(str(f), f"invalid JSON: {exc.msg}", line=exc.lineno))
-            continue
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            failed.append(BadRecord(str(f), "not a FHIR Bundle", field="resourceType"))
-            continue
-        _read_bundle(f, bundle, patients, failed)
-    return RecordBatch(patients, failed, path.resolve().stem if path.is_file() else path.resolve().name)
-
-
-def _read_bundle(f: Path, bundle: dict, patients: dict[str, SourcePatient], failed: list[BadRecord]) -> None:
-    resources = [e.get("resource") for e in bundle.get("entry") or [] if isinstance(e, dict)]
-    aliases: dict[str, str] = {}  # "urn:uuid:x" / "Patient/x" → x
-    for i, r in enumerate(resources):
-        if isinstance(r, dict) and r.get("resourceType") == "Patient":
-            pid = str(r.get("id") or "")
-            if not pid:
-                failed.append(BadRecord(str(f), "Patient without id", field=f"entry[{i}].id"))
-                continue
-            try:
-                birth = parse_date(r.get("birthDate"))
-            except ValueError as exc:
-                failed.append(BadRecord(str(f), str(exc), field=f"entry[{i}].birthDate"))
-                birth = None
-            try:
-                death = parse_date(r.get("deceasedDateTime"))
-            except ValueError as exc:
-                failed.append(BadRecord(str(f), str(exc), field=f"entry[{i}].deceasedDateTime"))
-                death = None
-            patients[pid] = SourcePatient(
-                pid, birth, _sex(r.get("gender")),
-                bool(r.get("deceasedBoolean") or r.get("deceasedDateTime")), death=death,
-            )
-            full = (bundle.get("entry") or [])[i].get("fullUrl")
-            for alias in (pid, f"Patient/{pid}", f"urn:uuid:{pid}", full):
-                if alias:
-                    aliases[alias] = pid
-    for i, r in enumerate(resources):
-        if not isinstance(r, dict) or r.get("resourceType") not in _FHIR_KINDS:
-            continue
-        rtype = r["resourceType"]
-        ref = ((r.get("subject") or r.get("patient") or {}).get("reference")) or ""
-        pid = aliases.get(ref) or aliases.get(ref.rsplit("/", 1)[-1])
-        if pid is None:
-            failed.append(BadRecord(str(f), f"{rtype} refers to an unknown patient", field=f"entry[{i}].subject"))
-            continue
-        try:
-            patients[pid].facts.append(_fhir_fact(rtype, r))
-        except ValueError as exc:
-            failed.append(BadRecord(str(f), str(exc), field=f"entry[{i}]"))
-
-
-_FHIR_KINDS = {
-    "Encounter": "encounter", "Condition": "condition", "MedicationRequest": "medication",
-    "MedicationStatement": "medication", "Observation": "observation", "AllergyIntolerance": "allergy",
-    "Procedure": "procedure",
-}
-
-
-def _coding(concept: dict | None, default: str | None) -> tuple[str | None, str | None, str | None]:
-    concept = concept or {}
-    codings = concept.get("coding") or [{}]
-    c = codings[0]
-    return canonical_system(c.get("system"), default), c.get("code"), concept.get("text") or c.get("display")
-
-
-def _fhir_fact(rtype: str, r: dict) -> Fact:
-    kind = _FHIR_KINDS[rtype]
-    period = r.get("period") or r.get("effectivePeriod") or r.get("performedPeriod") or {}
-    if kind == "encounter":
-        system, code, desc = _coding((r.get("type") or [{}])[0], "SNOMEDCT")
-        cls = r.get("class") or {}
-        return Fact(kind, system, code, desc, parse_date(period.get("start")), parse_date(period.get("end")),
-                    extra=(cls.get("code") if isinstance(cls, dict) else None))
-    if kind == "medication":
-        system, code, desc = _coding(r.get("medicationCodeableConcept"), "RXNORM")
-        start = r.get("authoredOn") or r.get("effectiveDateTime") or period.get("start")
-        reason = (r.get("reasonCode") or [{}])[0]
-        return Fact(kind, system, code, desc, parse_date(start), parse_date(period.get("end")),
-                    extra=_coding(reason, None)[1])
-    if kind == "observation":
-        system, code, desc = _coding(r.get("code"), "LOINC")
-        q = r.get("valueQuantity") or {}
-        value = q.get("value", r.get("valueString"))
-        if value is None and r.get("valueCodeableConcept"):
-            value = _coding(r["valueCodeableConcept"], None)[2]
-        return Fact(kind, system, code, desc, parse_date(r.get("effectiveDateTime") or period.get("start")),
-                    value=None if value is None else str(value), units=q.get("unit"))
-    system, code, desc = _coding(r.get("code"), "SNOMEDCT")
-    if kind == "condition":
-        return Fact(kind, system, code, desc, parse_date(r.get("onsetDateTime") or r.get("recordedDate")),
-                    parse_date(r.get("abatementDateTime")))
-    if kind == "allergy":
-        return Fact(kind, system, code, desc, parse_date(r.get("onsetDateTime") or r.get("recordedDate")))
-    return Fact(kind, system, code, desc, parse_date(r.get("performedDateTime") or period.get("start")),
-                parse_date(period.get("end")))

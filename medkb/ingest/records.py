@@ -16,13 +16,15 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 
 from medkb.errors import BadRecord, InvalidInput
-from medkb.ingest.chunker import Section
-from medkb.ingest.deid import Deidentifier, scrub
+from medkb.ingest.chunker import Budget, Section
+from medkb.ingest.deid import Deidentifier
 from medkb.ingest.documents import ParsedDoc, build_sections
+from medkb.ingest.fhir import read_fhir
 from medkb.ingest.pipeline import DocumentWriter, IngestReport, Linker, ProgressFn, to_document
 from medkb.ingest.omop import VOCABULARY_SOURCE, read_omop
 from medkb.ingest.ontologies.writer import OntologyWriter
-from medkb.ingest.record_sources import RecordBatch, SourcePatient, read_fhir, read_synthea
+from medkb.ingest.phi import scrub, scrubber
+from medkb.ingest.record_sources import RecordBatch, SourcePatient, read_synthea
 from medkb.kb import models as m
 from medkb.kb.codes import canonical_system
 from medkb.kb.embeddings import Embedder
@@ -50,24 +52,34 @@ class DeidPatient:
     deceased: bool
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     death_date: dt.date | None = None
+    notes: list[dict[str, Any]] = field(default_factory=list)  # de-identified: shifted date, scrubbed text
 
     def content_hash(self) -> str:
-        payload = json.dumps([self.birth_year, self.sex, self.deceased, self.death_date, self.rows],
+        payload = json.dumps([self.birth_year, self.sex, self.deceased, self.death_date, self.rows, self.notes],
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=65536)
 def _scrub_cached(text: str | None) -> str | None:
-    """Descriptions repeat across rows (one per code); scrub each distinct one once."""
+    """Descriptions repeat across rows (one per code); after the patient's own values are out (which leaves
+    them unchanged but for a rare exception), scrub each distinct one once."""
     return scrub(text)
 
 
 def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str | None, str | None], int | None]
                ) -> DeidPatient:
-    """Pseudonym, birth year, shifted dates, scrubbed text; names/addresses/ids never leave the source."""
+    """Pseudonym, birth year, shifted dates, free text without PHI (medkb.ingest.phi: this patient's known
+    identifiers, then patterns, then other people's names); names/addresses/ids never leave the source."""
     out = DeidPatient(deid.patient_id(p.source_id), Deidentifier.birth_year(p.birth), p.sex, p.deceased)
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    clean = scrubber()
+
+    def scrub_text(text: str | None) -> str | None:
+        return clean(text, p.known)
+
+    def scrub_description(text: str | None) -> str | None:
+        return _scrub_cached(None if text is None else clean.known(text, p.known))
 
     offset = dt.timedelta(days=deid.date_offset(p.source_id))  # one keyed hash per patient, not per date
 
@@ -80,9 +92,9 @@ def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str |
             rows["period"].append({"start": sh(f.start), "stop": sh(f.stop or f.start), "derived": False})
             continue
         base: dict[str, Any] = {"code_system": f.system, "code": (f.code or None) and f.code[:64],
-                                "description": _scrub_cached(f.description), "concept_id": f.concept_id}
+                                "description": scrub_description(f.description), "concept_id": f.concept_id}
         if f.kind == "encounter":
-            base.update(encounter_class=scrub(f.extra), start=sh(f.start), stop=sh(f.stop))
+            base.update(encounter_class=scrub_text(f.extra), start=sh(f.start), stop=sh(f.stop))
             if base["concept_id"] is None:
                 base["concept_id"] = VISIT_CONCEPTS.get((f.extra or "").strip().lower())
         elif f.kind in ("condition", "medication"):
@@ -90,7 +102,7 @@ def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str |
             if f.kind == "medication":
                 base["reason_code"] = (f.extra or None) and f.extra[:64]
         elif f.kind == "observation":
-            base.update(value=(scrub(f.value) or "")[:255] or None, units=(f.units or None) and f.units[:64],
+            base.update(value=(scrub_text(f.value) or "")[:255] or None, units=(f.units or None) and f.units[:64],
                         effective=sh(f.start), domain=f.domain or "measurement")
         elif f.kind == "allergy":
             base.update(start=sh(f.start), stop=sh(f.stop))
@@ -105,6 +117,8 @@ def deidentify(p: SourcePatient, deid: Deidentifier, entity_for: Callable[[str |
         # every row of a kind has the same keys in the same order, so its values' text orders it
         rows[kind].sort(key=lambda r: tuple("" if v is None else str(v) for v in r.values()))
     out.rows = dict(rows)
+    out.notes = sorted(({"date": sh(n.date), "title": scrub_text(n.title), "text": scrub_text(n.text)}
+                        for n in p.notes), key=lambda n: json.dumps(n, sort_keys=True, default=str))
     return out
 
 
@@ -175,6 +189,9 @@ def record_note(p: DeidPatient) -> ParsedDoc:
         parts.append(("Encounters", f"{len(enc)} encounters from {_d(enc[0]['start'])} to {_d(last['start'])}. "
                       f"Most recent: {last.get('encounter_class') or 'visit'}, {_label(last)}, on "
                       f"{_d(last['start'])}.", None))
+    for n in sorted(p.notes, key=lambda n: str(n["date"])):
+        parts.append((f"Clinical note, {_d(n['date'])}" + (f": {n['title']}" if n.get("title") else ""),
+                      n["text"], None))
     sections: list[Section] = build_sections(parts)
     return ParsedDoc(p.id, f"Patient record {p.id}", sections, where=p.id)
 
@@ -263,6 +280,7 @@ def ingest_records(
                                .where(m.Patient.tenant_id == tenant_id)).all())
     writer = DocumentWriter(store, embedder, report, tenant_id=tenant_id, source=source, linker=linker,
                             progress=progress, account=False)
+    budget = Budget.for_embedder(embedder)
 
     def on_written(p: DeidPatient, chash: str, existed: bool) -> Callable[[AddStatus], None]:
         def done(_: AddStatus) -> None:
@@ -295,7 +313,7 @@ def ingest_records(
                     flush()
                 continue
             note = to_document(record_note(p), tenant_id=tenant_id, source=source, doc_type="record_note",
-                               lang="en", version="1", effective_date=None, patient_id=p.id)
+                               lang="en", version="1", effective_date=None, patient_id=p.id, budget=budget)
             writer.submit(note, f"{path} [patient {p.id}]", on_written(p, chash, p.id in known))
         if pending:
             flush()

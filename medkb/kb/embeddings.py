@@ -144,6 +144,27 @@ def load_embedder(name: str, batch_size: int = 64, device: str = "cpu", *, backe
         return _cache[key]
 
 
+class MiniLMTokenizer:
+    """all-MiniLM-L6-v2's tokenizer alone (milliseconds to load): sizes chunks without loading the weights."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        from medkb.kb.onnx_embedder import load_tokenizer, max_seq_length
+
+        self.max_tokens = max_seq_length()
+        self._counter = load_tokenizer()
+
+    def token_count(self, text: str) -> int:
+        return len(self._counter.encode(text).ids)
+
+
+def token_counter(name: str) -> MiniLMTokenizer | Embedder:
+    """The model's own token count and window, loading as little as it can (e5's engine loads in a moment)."""
+    model_dimension(name)
+    return MiniLMTokenizer() if name == "all-MiniLM-L6-v2" else load_embedder(name)
+
+
 def embedder_for(es: EmbeddingSettings, model: str | None = None) -> Embedder:
     """The embedder the settings describe (``model`` overrides the name, e.g. the knowledge base's own)."""
     return load_embedder(model or es.model, es.batch_size, es.device, backend=es.backend, threads=es.threads,
