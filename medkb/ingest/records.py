@@ -280,7 +280,7 @@ def ingest_records(
                                .where(m.Patient.tenant_id == tenant_id)).all())
     writer = DocumentWriter(store, embedder, report, tenant_id=tenant_id, source=source, linker=linker,
                             progress=progress, account=False)
-    budget = Budget.for_embedder(embedder)
+    budget = Budget.for_embedder(embedder) if notes else None  # rows-only loads chunk nothing
 
     def on_written(p: DeidPatient, chash: str, existed: bool) -> Callable[[AddStatus], None]:
         def done(_: AddStatus) -> None:
@@ -312,6 +312,7 @@ def ingest_records(
                 if len(pending) >= ROWS_BATCH:
                     flush()
                 continue
+            assert budget is not None
             note = to_document(record_note(p), tenant_id=tenant_id, source=source, doc_type="record_note",
                                lang="en", version="1", effective_date=None, patient_id=p.id, budget=budget)
             writer.submit(note, f"{path} [patient {p.id}]", on_written(p, chash, p.id in known))
