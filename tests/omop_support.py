@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from medkb.ingest.omop import eunomia_file
 from medkb.ingest.pipeline import IngestReport
 from medkb.ingest.records import ingest_records
@@ -26,9 +28,14 @@ class NoEmbedder:
         raise AssertionError("a rows-only ingest must not embed")
 
 
-def ingest_eunomia(url: str, tenant: str = TENANT) -> tuple[KnowledgeStore, IngestReport]:
+def ingest_eunomia_from(cdm: Path, url: str, tenant: str = TENANT) -> tuple[KnowledgeStore, IngestReport]:
+    """An OMOP CDM ingested rows-only into a migrated store at ``url``."""
     store = open_store(DatabaseSettings(url=url))
     init_store(store)
-    report = ingest_records(store, eunomia_file(), fmt="omop", tenant_id=tenant, secret=SECRET,
+    report = ingest_records(store, cdm, fmt="omop", tenant_id=tenant, secret=SECRET,
                             embedder=NoEmbedder(), notes=False)  # type: ignore[arg-type]
     return store, report
+
+
+def ingest_eunomia(url: str, tenant: str = TENANT) -> tuple[KnowledgeStore, IngestReport]:
+    return ingest_eunomia_from(eunomia_file(), url, tenant)

@@ -242,3 +242,46 @@ def test_mariadb_gives_the_same_counts_and_attrition_as_sqlite(eunomia_kb, eunom
     for name, raw in DEFS.items():
         d = parse_definition(raw)
         assert _raw(engine.counts(maria, d, TENANT)) == _raw(engine.counts(eunomia_kb[0], d, TENANT)), name
+
+
+MS = {"ConceptSets": [
+    {"id": 0, "name": "multiple sclerosis", "expression": {"items": [
+        {"concept": {"VOCABULARY_ID": "SNOMED", "CONCEPT_CODE": "24700007"}, "includeDescendants": True}]}},
+    {"id": 1, "name": "Betaferon (RxNorm 152605)", "expression": {"items": [{"concept": {"VOCABULARY_ID": "RxNorm", "CONCEPT_CODE": "152605"}}]}}],
+    "PrimaryCriteria": {"CriteriaList": [{"ConditionOccurrence": {"CodesetId": 0, "First": True}}],
+                        "ObservationWindow": {"PriorDays": 0, "PostDays": 0}, "PrimaryCriteriaLimit": {"Type": "First"}},
+    "InclusionRules": [{"name": "that drug after the diagnosis", "expression": {"Type": "ALL", "CriteriaList": [
+        {"Criteria": {"DrugExposure": {"CodesetId": 1}}, "StartWindow": {"Start": {"Days": 0, "Coeff": 1},
+                                                                          "End": {"Coeff": 1}},
+         "Occurrence": {"Type": 2, "Count": 1}}]}}]}
+
+
+def test_definitions_run_on_synthea_codes_and_match_direct_sql(tmp_path: Path) -> None:
+    """Synthea rows carry SNOMED / RxNorm codes and no OMOP ids: concepts resolve by vocabulary + code."""
+    from sqlalchemy import text
+
+    from medkb.ingest.records import ingest_records
+    from medkb.kb.factory import init_store, open_store
+    from medkb.settings import DatabaseSettings
+    from tests.conftest import shared_data
+    from tests.omop_support import NoEmbedder
+
+    store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'syn.db'}"))
+    init_store(store)
+    rep = ingest_records(store, shared_data("synthea"), fmt="synthea-csv", tenant_id="syn", secret=SECRET,
+                         embedder=NoEmbedder(), notes=False)  # type: ignore[arg-type]
+    assert rep.added == 413 and store.count("observation_periods") == 413  # derived, one per patient
+    for name, raw in DEFS.items():
+        engine.counts(store, parse_definition(raw), "syn")  # every definition runs; none of these codes occur
+    c = engine.counts(store, parse_definition(MS), "syn")
+    with store.engine.connect() as conn:
+        first = "SELECT patient_id, min(start) AS start FROM conditions WHERE tenant_id = 'syn' AND code_system = " \
+                "'SNOMEDCT' AND code = '24700007' GROUP BY patient_id"
+        persons = conn.execute(text(f"SELECT count(*) FROM ({first}) f")).scalar()
+        treated = conn.execute(text(
+            f"SELECT count(*) FROM ({first}) f JOIN observation_periods op ON op.patient_id = f.patient_id "
+            "WHERE EXISTS (SELECT 1 FROM medications d WHERE d.patient_id = f.patient_id AND d.code = '152605' "
+            "AND d.start >= f.start AND d.start <= op.stop)")).scalar()
+    assert persons == 413 and c.by_person.base_count == persons
+    assert c.persons == c.by_person.final_count == treated == 102
+    store.close()

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         """
         from medkb.cohorts.service import count as run
 
-        report = run(get_ctx(ctx).store, _load(definition), tenant, threshold=min_cell_count,
+        c = get_ctx(ctx)
+        report = run(c.store, _load(definition), tenant, threshold=min_cell_count or c.settings.cohort.min_cell_count,
                      disabled_rules=disable_rule or (), reuse=bool(disable_rule))
         if as_json:
             typer.echo(json.dumps(report, indent=2))
@@ -79,7 +80,8 @@ def register(app: typer.Typer) -> None:
         """
         from medkb.cohorts.service import feasibility as run
 
-        typer.echo(json.dumps(run(get_ctx(ctx).store, _load(definition), tenant, threshold=min_cell_count),
-                              indent=2))
+        c = get_ctx(ctx)
+        typer.echo(json.dumps(run(c.store, _load(definition), tenant,
+                                  threshold=min_cell_count or c.settings.cohort.min_cell_count), indent=2))
 
     app.add_typer(cohort, name="cohort")

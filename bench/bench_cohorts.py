@@ -1,0 +1,103 @@
+"""Cohort counting at Eunomia ×N: medkb (SQLite, MariaDB) side by side with duckcdm (OHDSI Circe) on DuckDB.
+
+Usage: .venv/bin/python -m bench.bench_cohorts --scale 1 --scale 10 [--mariadb mysql+pymysql://root@127.0.0.1:3306/]
+
+For each scale: a DuckDB copy of Eunomia with N copies of every person (new person ids), ingested into a fresh
+SQLite file (and MariaDB database) with `ingest records --format omop --no-notes`; then every definition of
+tests/cohorts/ is counted in the same run by duckcdm on the DuckDB copy (Circe SQL with attrition statistics) and by
+medkb (rule masks generated, attrition by person and by event, final cohort). Times are wall seconds on a shared
+machine: compare the columns of one run, not runs with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from medkb.cohorts import engine
+from medkb.cohorts.definition import parse_definition
+from medkb.ingest.omop import eunomia_file
+from tests.cohort_oracle import CirceOracle
+from tests.omop_support import TENANT, ingest_eunomia_from
+
+DEFS = {p.stem: json.loads(p.read_text()) for p in sorted((Path(__file__).parents[1] / "tests" / "cohorts").glob("*.json"))}
+STEP = 10_000_000  # person id offset between copies
+
+
+def scaled_cdm(n: int, out: Path) -> Path:
+    """Eunomia with every person-bearing table repeated n times under new person ids."""
+    path = out / f"eunomia_x{n}.duckdb"
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(f"ATTACH '{eunomia_file()}' AS eu (READ_ONLY)")
+        for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog='eu'").fetchall():
+            cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                              f"table_catalog='eu' AND table_name='{t}' ORDER BY ordinal_position").fetchall()]
+            if "PERSON_ID" not in [c.upper() for c in cols] or n == 1:
+                con.execute(f'CREATE TABLE "{t}" AS SELECT * FROM eu."{t}"')
+                continue
+            sel = ", ".join(f"{c} + k * {STEP} AS {c}" if c.upper() in ("PERSON_ID", f"{t.upper()}_ID")
+                            or c.upper().endswith("OCCURRENCE_ID") else c for c in cols)
+            con.execute(f'CREATE TABLE "{t}" AS SELECT {sel} FROM eu."{t}", range({n}) r(k)')
+    finally:
+        con.close()
+    return path
+
+
+def time_medkb(store, d) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    engine.counts(store, d, TENANT)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, action="append", default=None)
+    ap.add_argument("--mariadb", default=None, help="a MariaDB server URL (a medkb_test_* database is created)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    results = []
+    for n in args.scale or [1, 10]:
+        work = Path(tempfile.mkdtemp(prefix=f"cohort-x{n}-"))
+        cdm = scaled_cdm(n, work)
+        t0 = time.perf_counter()
+        sqlite, rep = ingest_eunomia_from(cdm, f"sqlite:///{work / 'kb.db'}")
+        row = {"scale": n, "persons": rep.added, "conditions": sqlite.count("conditions"),
+               "drugs": sqlite.count("medications"), "ingest_sqlite_s": round(time.perf_counter() - t0, 1)}
+        stores = {"sqlite": sqlite}
+        if args.mariadb:
+            from tests import conftest
+
+            conftest.MARIADB_SERVER = args.mariadb
+            t0 = time.perf_counter()
+            stores["mariadb"], _ = ingest_eunomia_from(cdm, conftest.create_mariadb_database())
+            row["ingest_mariadb_s"] = round(time.perf_counter() - t0, 1)
+        oracle = CirceOracle(work, cdm=cdm)
+        per: dict[str, dict[str, float]] = {}
+        for name, raw in DEFS.items():
+            d = parse_definition(raw)
+            t0 = time.perf_counter()
+            oracle.run(raw)
+            per[name] = {"duckcdm": round(time.perf_counter() - t0, 3)}
+            for label, st in stores.items():
+                per[name][label] = round(time_medkb(st, d), 3)
+        oracle.close()
+        row["definitions"] = per
+        for col in ["duckcdm", *stores]:
+            row[f"total_{col}_s"] = round(sum(v[col] for v in per.values()), 2)
+            row[f"slowest_{col}_s"] = max((v[col], k) for k, v in per.items())
+        results.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "definitions"}), flush=True)
+        for k, v in per.items():
+            print(f"  {k:45s} " + "  ".join(f"{c}={t:.3f}s" for c, t in v.items()), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
