@@ -285,3 +285,16 @@ def test_definitions_run_on_synthea_codes_and_match_direct_sql(tmp_path: Path) -
     assert persons == 413 and c.by_person.base_count == persons
     assert c.persons == c.by_person.final_count == treated == 102
     store.close()
+
+
+def test_quick_form_resolves_words_through_the_linker_and_counts_like_circe(eunomia_kb, oracle) -> None:  # type: ignore[no-untyped-def]
+    from medkb.cohorts.quick import quick_definition
+
+    store = eunomia_kb[0]
+    raw, resolved = quick_definition(store, condition="GI bleeding", drug="celecoxib", after=365)
+    assert [(r.name, r.codes["OMOP"]) for r in resolved] == [("Gastrointestinal hemorrhage", ["192671"]),
+                                                             ("celecoxib", ["1118084"])]
+    got = _raw(engine.counts(store, parse_definition(raw), TENANT))
+    assert got == oracle.run(raw) and 0 < got["persons"] < 479
+    with pytest.raises(InvalidInput, match="no concept"):
+        quick_definition(store, condition="zzzz qqqq")

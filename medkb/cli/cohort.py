@@ -14,6 +14,7 @@ from medkb.cli.context import get_ctx
 from medkb.errors import InvalidInput
 
 console = Console()
+err = Console(stderr=True)
 
 
 def _load(path: Path) -> Any:
@@ -44,8 +45,12 @@ def register(app: typer.Typer) -> None:
     @cohort.command("count")
     def count(
         ctx: typer.Context,
-        definition: Annotated[Path, typer.Argument(help="A Circe cohort definition (ATLAS JSON export).")],
         tenant: Annotated[str, typer.Option("--tenant", help="Tenant (hospital) whose patients are counted.")],
+        definition: Annotated[Optional[Path], typer.Argument(help="A Circe cohort definition (ATLAS JSON).")] = None,
+        condition: Annotated[Optional[str], typer.Option("--condition", help="Quick form: a condition in words.")] = None,
+        drug: Annotated[Optional[str], typer.Option("--drug", help="Quick form: a drug in words.")] = None,
+        after: Annotated[Optional[int], typer.Option("--after", help="Quick form: the condition within N days "
+                                                                      "after the drug.")] = None,
         min_cell_count: Annotated[Optional[str], typer.Option(
             "--min-cell-count", help="Smallest count shown: a number, or a preset: cms (11, default), ohdsi (5).")] = None,
         disable_rule: Annotated[Optional[list[int]], typer.Option(
@@ -56,11 +61,21 @@ def register(app: typer.Typer) -> None:
 
         Example: medkb cohort count tests/cohorts/eunomia_gi_bleed.json --tenant research --json
         Example: medkb cohort count def.json --tenant research --disable-rule 2 --min-cell-count ohdsi
+        Example: medkb cohort count --condition "GI bleeding" --drug celecoxib --after 365 --tenant research
         """
         from medkb.cohorts.service import count as run
 
         c = get_ctx(ctx)
-        report = run(c.store, _load(definition), tenant, threshold=min_cell_count or c.settings.cohort.min_cell_count,
+        if definition is not None:
+            raw = _load(definition)
+        else:
+            from medkb.cohorts.quick import quick_definition
+
+            raw, resolved = quick_definition(c.store, condition=condition, drug=drug, after=after)
+            for r in resolved:  # printed before counting, for the researcher to check
+                codes = ", ".join(f"{k} {' '.join(v)}" for k, v in sorted(r.codes.items()))
+                err.print(f"--{r.role} {r.text!r} → {r.name} ({codes}), with descendants", markup=False)
+        report = run(c.store, raw, tenant, threshold=min_cell_count or c.settings.cohort.min_cell_count,
                      disabled_rules=disable_rule or (), reuse=bool(disable_rule))
         if as_json:
             typer.echo(json.dumps(report, indent=2))
