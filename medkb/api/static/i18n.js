@@ -40,7 +40,7 @@ const STRINGS = {
     neighbours: "{n} neighbour(s)", codes: "Codes", provenance: "provenance", back: "Back",
     synthetic: "synthetic vocabulary — not clinical knowledge", noNeighbours: "No neighbours.",
     error: "Error: {msg}", notFound: "Not found.",
-    role_clinician: "clinician", role_admin: "admin", role_curator: "curator", sex_male: "male", sex_female: "female",
+    role_clinician: "clinician", role_admin: "admin", role_curator: "curator", role_researcher: "researcher", sex_male: "male", sex_female: "female",
     sex_other: "other", sex_unknown: "unknown",
   },
   zh: {
@@ -81,7 +81,7 @@ const STRINGS = {
     neighbours: "{n} 个相邻实体", codes: "编码", provenance: "出处", back: "返回",
     synthetic: "合成词表——不是临床知识", noNeighbours: "没有相邻实体。",
     error: "错误：{msg}", notFound: "未找到。",
-    role_clinician: "临床医生", role_admin: "管理员", role_curator: "知识管理员", sex_male: "男", sex_female: "女",
+    role_clinician: "临床医生", role_admin: "管理员", role_curator: "知识管理员", role_researcher: "研究人员", sex_male: "男", sex_female: "女",
     sex_other: "其他", sex_unknown: "未知",
     kind_interaction: "相互作用", kind_contraindication: "禁忌", kind_caution: "慎用", kind_adverse_reaction: "不良反应",
     sev_contraindicated: "禁忌", sev_avoid: "避免合用", sev_precaution: "慎用", sev_consider: "需考虑",
