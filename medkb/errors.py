@@ -13,6 +13,7 @@ Hierarchy::
     ├── Conflict               state forbids it (e.g. embedding dim)     (HTTP 409, CLI exit 5)
     ├── AuthenticationError    missing or wrong API key                  (HTTP 401, CLI exit 6)
     ├── PermissionDenied       right key, wrong role or tenant           (HTTP 403, CLI exit 6)
+    ├── RateLimited            an API key over its request rate          (HTTP 429 + Retry-After)
     └── UpstreamError          the LLM or another dependency failed      (HTTP 502, CLI exit 7)
 """
 
@@ -97,6 +98,15 @@ class AuthenticationError(MedkbError):
 class PermissionDenied(MedkbError):
     http_status = 403
     exit_code = 6
+
+
+class RateLimited(MedkbError):
+    http_status = 429
+    exit_code = 8
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
 
 
 class UpstreamError(MedkbError):

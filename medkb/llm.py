@@ -17,10 +17,11 @@ Messages = list[dict[str, str]]
 
 @dataclass
 class Usage:
-    """Token counts as the LLM reported them."""
+    """Token counts as the LLM reported them (``counted`` when it did not and its tokenizer counted instead)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    counted: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -44,6 +45,17 @@ def _usage(obj: Any) -> Usage | None:
     return Usage(int(u.prompt_tokens or 0), int(getattr(u, "completion_tokens", 0) or 0))
 
 
+def _counted(model: str, messages: Messages, text: str) -> Usage | None:
+    """Usage by litellm's tokenizer for ``model``, for servers that report none."""
+    import litellm
+
+    try:
+        return Usage(int(litellm.token_counter(model=model, messages=messages)),
+                     int(litellm.token_counter(model=model, text=text)), counted=True)
+    except Exception:  # no tokenizer for this model: no usage rather than a guess
+        return None
+
+
 class Stream:
     """Answer tokens as they arrive; ``usage`` is the LLM's count once the stream is exhausted."""
 
@@ -54,15 +66,19 @@ class Stream:
     def __iter__(self) -> Iterator[str]:
         import litellm
 
+        pieces: list[str] = []
         try:
             for chunk in litellm.completion(**self._kwargs):
                 self.usage = _usage(chunk) or self.usage
                 delta = chunk.choices[0].delta if chunk.choices else None
                 piece = getattr(delta, "content", None) if delta is not None else None
                 if piece:
+                    pieces.append(piece)
                     yield piece
         except Exception as exc:  # litellm wraps provider errors in many types
             raise self._client.failure(exc) from exc
+        if self.usage is None:
+            self.usage = _counted(self._client.model, self._kwargs["messages"], "".join(pieces))
 
 
 class LLMClient:
@@ -127,7 +143,8 @@ class LLMClient:
             resp = litellm.completion(**self._kwargs(messages, False, temperature, max_tokens))
         except Exception as exc:
             raise self.failure(exc) from exc
-        return Reply(resp.choices[0].message.content or "", _usage(resp))
+        text = resp.choices[0].message.content or ""
+        return Reply(text, _usage(resp) or _counted(self.model, messages, text))
 
     def stream(self, messages: Messages, *, temperature: float | None = None,
                max_tokens: int | None = None) -> Stream:

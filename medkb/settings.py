@@ -102,6 +102,11 @@ class APISettings(BaseSettings):
     workers: int = Field(default=1, ge=1)  # worker processes of `medkb serve` (one per core scales search)
     max_body_bytes: int = 1_000_000
     require_auth: bool = True
+    # Per API key, moving window (the `limits` package's notation): chat and completions, and search.
+    rate_limit_answers: str = "30/minute"
+    rate_limit_search: str = "120/minute"
+    rate_limit_storage: str = "memory://"  # per process; redis://… to share one limit among workers
+    sse_keepalive_s: float = Field(default=15.0, gt=0)  # a comment line on quiet streams, so proxies keep them
 
 
 class CohortSettings(BaseSettings):

@@ -92,15 +92,17 @@ class AnswerEngine:
 
     # ---- retrieval and the evidence gate -------------------------------------------------------
 
-    def prepare(self, question: str, filters: SearchFilters, k: int = 8) -> Prepared:
+    def prepare(self, question: str, filters: SearchFilters, k: int = 8, query: str | None = None) -> Prepared:
+        """Retrieve for ``query`` (a follow-up question with its conversation; default the question)."""
         lang = detect_language(question)
+        query = query or question
         t0 = time.perf_counter()
-        result = self.retriever.search(question, filters, k=k, mode="hybrid")
+        result = self.retriever.search(query, filters, k=k, mode="hybrid")
         timings = {str(k2): float(v) for k2, v in (result.timings or {}).items()}
         hits = [hit_json(h) for h in result.hits]
         t1 = time.perf_counter()
         # The one gate (retrieval's): passages below it are never shown as evidence nor sent to an LLM.
-        decision = self.retriever.gate.assess(question, result)
+        decision = self.retriever.gate.assess(query, result)
         timings["evidence_gate"] = (time.perf_counter() - t1) * 1000
         for i, hj in enumerate(hits):
             hj["gate"] = {"score": round(decision.scores[i], 4), "passed": decision.passed(i),
@@ -145,8 +147,10 @@ class AnswerEngine:
 
     # ---- answering ------------------------------------------------------------------------------
 
-    def events(self, p: Prepared, history: Sequence[dict[str, str]] = ()) -> Iterator[Event]:
-        """('trace', …) first, then ('token', {'text'}) pieces, then ('final', …)."""
+    def events(self, p: Prepared, history: Sequence[dict[str, str]] = (), *, temperature: float | None = None,
+               max_tokens: int | None = None) -> Iterator[Event]:
+        """('trace', …) first, then ('token', {'text'}) pieces, then ('final', …). ``temperature`` and
+        ``max_tokens`` are the request's, held within the server's bounds by the LLM client."""
         yield "trace", p.trace()
         if not p.relevant:
             why = p.abstention()
@@ -164,7 +168,8 @@ class AnswerEngine:
         messages = build_messages(p.question, [e.text[: self.prompt_chars] for e in p.evidence], p.lang, history)
         stream = SentenceStream(checker)
         first = True
-        for token in self.generator.stream(messages):
+        llm = self.generator.stream(messages, temperature=temperature, max_tokens=max_tokens)
+        for token in llm:
             for sentence in stream.feed(token):
                 yield "token", {"text": sentence if first else " " + sentence}
                 first = False
@@ -183,7 +188,9 @@ class AnswerEngine:
             extra = self.safety_notes(p.filters, ids | _entity_ids(p.linked_entities))
             seen = {repr(n) for n in p.safety_notes}
             p.safety_notes += [n for n in extra if repr(n) not in seen]
-        yield "final", self._final(p, verified.text, "llm", verified)
+        final = self._final(p, verified.text, "llm", verified)
+        final["usage"] = llm.usage.as_dict() if llm.usage else None  # the LLM's own count
+        yield "final", final
 
     def _final(self, p: Prepared, text: str, mode: str, v: Verified | None) -> dict[str, Any]:
         if v is None:
@@ -201,10 +208,10 @@ class AnswerEngine:
             out["sentences"] = [dataclasses.asdict(s) for s in v.sentences]
         return out
 
-    def answer(self, p: Prepared, history: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    def answer(self, p: Prepared, history: Sequence[dict[str, str]] = (), **generation: Any) -> dict[str, Any]:
         final: dict[str, Any] = {}
         trace: dict[str, Any] = {}
-        for kind, payload in self.events(p, history):
+        for kind, payload in self.events(p, history, **generation):
             if kind == "final":
                 final = payload
             elif kind == "trace":

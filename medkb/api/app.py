@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medkb import __version__
 from medkb.api.service import Service
-from medkb.errors import MedkbError
+from medkb.errors import MedkbError, RateLimited
 from medkb.kb.store import KnowledgeStore
 from medkb.settings import Settings
 
@@ -129,6 +129,8 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
     @app.exception_handler(MedkbError)
     async def _medkb_error(_: Request, exc: MedkbError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(error_body(type(exc).__name__, exc.message), status_code=exc.http_status,
                             headers=headers)
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from medkb.api.app import error_body
-from medkb.api.chat import count, start
-from medkb.api.deps import PrincipalDep, ServiceDep
+from medkb.api.chat import count, start, with_keepalive
+from medkb.api.deps import AnswersLimitedDep, PrincipalDep, ServiceDep
 from medkb.api.schemas import ERRORS, CompletionRequest
 from medkb.errors import MedkbError
 
@@ -24,10 +24,12 @@ STREAM_DOC = {200: {"content": {"application/json": {}, "text/event-stream": {}}
                     "ending in `data: [DONE]`."}}
 
 
-def _usage(prompt: str, answer: str) -> dict[str, int]:
-    # Word counts, not a tokenizer's: medkb cannot know every model's tokenizer; clients only display this.
-    p, c = len(prompt.split()), len(answer.split())
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}  # evidence mode: no LLM ran
+
+
+def _usage(final: dict[str, Any]) -> dict[str, int]:
+    """The LLM's own token counts for this answer (medkb.llm), or zero when no LLM was asked."""
+    return final.get("usage") or NO_USAGE
 
 
 @router.get("/models")
@@ -40,19 +42,20 @@ def models(who: PrincipalDep, svc: ServiceDep) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", responses={**ERRORS, **STREAM_DOC})
-def chat_completions(body: CompletionRequest, who: PrincipalDep, svc: ServiceDep, request: Request) -> Any:
+def chat_completions(body: CompletionRequest, who: AnswersLimitedDep, svc: ServiceDep, request: Request) -> Any:
     """OpenAI chat.completions: citations are [n] in the text and listed in the extra `citations` field
     (plus `safety_notes` and `medkb_mode`). medkb extensions `patient_id` and `filters` go in the body."""
     engine, prepared, history = start(svc, who, body.messages, body.patient_id, body.filters, request.url.path)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    generation = {"temperature": body.temperature, "max_tokens": body.max_tokens}
     if not body.stream:
-        final = engine.answer(prepared, history)
+        final = engine.answer(prepared, history, **generation)
         count(svc, final)
         return {
             "id": cid, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": final["answer"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(prepared.question, final["answer"]),
+            "usage": _usage(final),
             "citations": final["citations"], "safety_notes": final["safety_notes"], "medkb_mode": final["mode"],
         }
 
@@ -64,15 +67,16 @@ def chat_completions(body: CompletionRequest, who: PrincipalDep, svc: ServiceDep
     def events() -> Iterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         try:
-            for kind, payload in engine.events(prepared, history):
+            for kind, payload in engine.events(prepared, history, **generation):
                 if kind == "token":
                     yield chunk({"content": payload["text"]})
                 elif kind == "final":
                     count(svc, payload)
                     yield chunk({}, "stop", citations=payload["citations"], safety_notes=payload["safety_notes"],
-                                medkb_mode=payload["mode"])
+                                medkb_mode=payload["mode"], usage=_usage(payload))
         except MedkbError as exc:
             yield f"data: {json.dumps(error_body(type(exc).__name__, exc.message))}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(with_keepalive(events(), svc.settings.api.sse_keepalive_s),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -56,3 +56,17 @@ def get_clinician(who: PrincipalDep) -> Principal:
 
 
 ClinicianDep = Annotated[Principal, Depends(get_clinician)]
+
+
+def _limited(kind: str) -> Any:
+    """The caller, once their API key's ``kind`` rate limit allowed this request (else 429, Retry-After)."""
+
+    def dependency(who: PrincipalDep, svc: ServiceDep) -> Principal:
+        svc.limits.hit(kind, who.key_id)
+        return who
+
+    return Depends(dependency)
+
+
+AnswersLimitedDep = Annotated[Principal, _limited("answers")]
+SearchLimitedDep = Annotated[Principal, _limited("search")]

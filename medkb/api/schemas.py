@@ -86,6 +86,9 @@ class ChatRequest(BaseModel):
     patient_id: str | None = PatientId
     filters: FiltersIn = Field(default_factory=FiltersIn)
     stream: bool = False
+    # For the LLM; the server holds both within MEDKB_LLM_MAX_TEMPERATURE and MEDKB_LLM_MAX_TOKENS.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
 
 
 class CompletionRequest(BaseModel):

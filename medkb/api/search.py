@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from medkb.api import audit
 from medkb.api.answer import _plain, hit_json
 from medkb.api.auth import PATIENT_ROLES
-from medkb.api.deps import PrincipalDep, RetrieverDep, StoreDep
+from medkb.api.deps import RetrieverDep, SearchLimitedDep, StoreDep
 from medkb.api.patients import check_patient
 from medkb.api.schemas import ERRORS, SearchRequest
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["search"])
 
 
 @router.post("/search", responses=ERRORS)
-def search(body: SearchRequest, who: PrincipalDep, store: StoreDep, retriever: RetrieverDep,
+def search(body: SearchRequest, who: SearchLimitedDep, store: StoreDep, retriever: RetrieverDep,
            request: Request) -> dict[str, Any]:
     """Ranked chunks with per-hit trace (generators, ranks, scores, graph paths) and timings in ms.
 

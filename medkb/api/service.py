@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from medkb.api.answer import AnswerEngine
 from medkb.api.auth import KeyVerifier
+from medkb.api.ratelimit import RateLimits
 from medkb.kb.store import KnowledgeStore
 from medkb.llm import LLMClient
 from medkb.settings import Settings
@@ -44,6 +45,7 @@ class Service:
         self._retriever: Any = None
         self._embedder: Any = None
         self.generator = LLMClient(settings.llm) if settings.llm.model else None
+        self.limits = RateLimits(settings.api)
 
     @property
     def embedder(self) -> Any:
