@@ -12,9 +12,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 from medkb.errors import ConfigError
 
@@ -61,7 +64,7 @@ def max_seq_length(folder: Path | None = None) -> int:
     return int(cfg["max_seq_length"])
 
 
-def load_tokenizer(folder: Path | None = None, truncate_at: int | None = None):  # type: ignore[no-untyped-def]
+def load_tokenizer(folder: Path | None = None, truncate_at: int | None = None) -> Tokenizer:
     """The model's own fast tokenizer; padding to the longest text of a batch, truncation only when asked."""
     from tokenizers import Tokenizer
 
