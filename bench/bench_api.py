@@ -124,8 +124,10 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MEDKB_API_RATE_LIMIT_SEARCH": "1000000/minute"}  # capacity, not the per-key policy
     server = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", args.db, "serve", "--host",
-                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

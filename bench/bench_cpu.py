@@ -55,7 +55,12 @@ def pubmedqa_texts(n_docs: int) -> tuple[list[str], list[str]]:
     return chunks, [r["QUESTION"] for r in subset.values()]
 
 
+def note(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def embed_rates(embedder: Any, passages: list[str], questions: list[str]) -> dict[str, float]:
+    note(f"embedding with {getattr(embedder, 'backend', '?')}")
     embedder.embed_passages(passages[:16])
     embedder.embed_query(questions[0])
     t = time.perf_counter()
@@ -90,6 +95,7 @@ def embedding_section(n_passages: int, n_questions: int) -> dict[str, Any]:
                            "best": best,
                            "ratio_batch": best["onnx"]["passages_per_s"] / best["torch"]["passages_per_s"],
                            "ratio_single": best["onnx"]["queries_per_s"] / best["torch"]["queries_per_s"]}
+    note("cosine on 1,000 texts")
     texts = (questions + chunks)[:1000]  # 1,000 shared-corpus texts: every question, then chunk texts
     a, b = onnx_e.embed_passages(texts), torch_e.embed_passages(texts)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -160,6 +166,7 @@ def serve_section(db: str, key: str, workers: int, qs: list[str], requests: int)
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "MEDKB_EMBEDDING_THREADS"}
+    env["MEDKB_API_RATE_LIMIT_SEARCH"] = "1000000/minute"  # capacity is measured here, not the per-key policy
     server = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", db, "serve", "--host", "127.0.0.1",
                                "--port", str(port), "--workers", str(workers)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -176,6 +183,7 @@ def serve_section(db: str, key: str, workers: int, qs: list[str], requests: int)
         load(base, key, qs[:4 * workers * 2], 2 * workers)  # warm every worker's caches
         levels = {}
         for i, clients in enumerate(LEVELS):
+            note(f"{workers} workers, {clients} clients")
             part = [qs[(i * requests + j) % len(qs)] for j in range(requests)]
             levels[str(clients)] = load(base, key, part, clients)
         children = [int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()]
