@@ -1,5 +1,5 @@
 """A small real knowledge base for the console tests: 15 public abstracts, tenant demo's sample patients plus a
-made-up fixture patient taking an interacting pair, the same fixture patient in tenant hospital-b, and keys."""
+made-up fixture patient with an interacting pair and a contraindication, the same fixture patient in tenant hospital-b, and keys."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from medkb.api.auth import create_key
 from medkb.kb import models as m
+from medkb.kb.codes import canonical_system
 from medkb.kb.models import PUBLIC_TENANT
 from medkb.kb.store import KnowledgeStore
 from medkb.sample.build import DEMO_TENANT
@@ -33,31 +34,34 @@ class ConsoleKB:
     other_fixture_patient: str  # tenant hospital-b's pseudonym of the same person
 
 
-def _interaction_fixture(store: KnowledgeStore) -> None:
-    """Warfarin and aspirin (RxNorm codes) joined by an interacts_with edge whose source says it is a fixture."""
+def _safety_fixture(store: KnowledgeStore) -> None:
+    """Warfarin, aspirin and peptic ulcer (by their codes) with two safety edges whose source says it is a
+    fixture: warfarin interacts with aspirin; aspirin is contraindicated in peptic ulcer."""
     store.ensure_tenant(PUBLIC_TENANT)
     with store.session() as s:
         src = m.Source(tenant_id=PUBLIC_TENANT, name=FIXTURE_SOURCE, kind="ontology", release="tests",
                        description="made up for medkb's console tests; not clinical knowledge")
         s.add(src)
         s.flush()
-        ids = []
-        for name, code in (("warfarin", "11289"), ("aspirin", "1191")):
-            e = m.Entity(tenant_id=PUBLIC_TENANT, type="drug", name=name, codes={"RxNorm": [code]}, synonyms={})
+        ids = {}
+        for name, typ, system, code in (("warfarin", "drug", "RxNorm", "11289"), ("aspirin", "drug", "RxNorm", "1191"),
+                                        ("peptic ulcer", "disease", "SNOMEDCT", "13200003")):
+            system = canonical_system(system) or system
+            e = m.Entity(tenant_id=PUBLIC_TENANT, type=typ, name=name, codes={system: [code]}, synonyms={})
             s.add(e)
             s.flush()
-            s.add(m.EntityCode(system="RxNorm", code=code, entity_id=e.id, source_id=src.id))
-            ids.append(e.id)
-        s.add(m.Edge(tenant_id=PUBLIC_TENANT, source_entity_id=ids[0], target_entity_id=ids[1],
-                     relation="interacts_with", weight=1.0, curated=True, source_id=src.id,
-                     provenance=f"{FIXTURE_SOURCE} tests"))
+            s.add(m.EntityCode(system=system, code=code, entity_id=e.id, source_id=src.id))
+            ids[name] = e.id
+        for a, rel, b in (("warfarin", "interacts_with", "aspirin"), ("aspirin", "contraindicated_in", "peptic ulcer")):
+            s.add(m.Edge(tenant_id=PUBLIC_TENANT, source_entity_id=ids[a], target_entity_id=ids[b], relation=rel,
+                         weight=1.0, curated=True, source_id=src.id, provenance=f"{FIXTURE_SOURCE} tests"))
 
 
 @functools.cache
 def console_kb() -> ConsoleKB:
     """Built once per test session (about 20 s: the abstracts and record notes are embedded for real)."""
     root, settings, store, demo_key = sample_slice("medkb-console-", 3, 2)
-    _interaction_fixture(store)
+    _safety_fixture(store)
     from medkb.ingest.records import ingest_records
     from medkb.kb.embeddings import load_embedder
 

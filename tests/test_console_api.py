@@ -81,7 +81,7 @@ def test_patient_search_criteria(kb: ConsoleKB, client: TestClient) -> None:
     assert [p["id"] for p in search(client, key, condition="49436004")] == [fx]
     assert [p["id"] for p in search(client, key, birth_year_from=1940, birth_year_to=1950)] == [fx]
     row = search(client, key, q=fx)[0]
-    assert row["birth_year"] == 1948 and row["sex"] == "male" and row["counts"] == {"conditions": 1, "medications": 2}
+    assert row["birth_year"] == 1948 and row["sex"] == "male" and row["counts"] == {"conditions": 2, "medications": 2}
     males = search(client, key, sex="male")
     assert fx in {p["id"] for p in males} and all(p["sex"] == "male" for p in males)
     assert all(p["sex"] == "female" for p in search(client, key, sex="female"))
@@ -125,9 +125,11 @@ def test_timeline_is_newest_first_every_kind_audited_and_tenant_scoped(kb: Conso
                       headers=auth(kb.keys["demo-curator"])).status_code == 403
 
 
-def test_fixture_patient_summary_carries_the_interaction_with_its_source(kb: ConsoleKB, client: TestClient) -> None:
+def test_fixture_patient_summary_carries_its_safety_notes_with_their_source(kb: ConsoleKB, client: TestClient) -> None:
     r = client.get(f"/v1/patients/{kb.fixture_patient}/summary", headers=auth(kb.keys["demo-clinician"]))
-    notes = [n for n in r.json()["safety_notes"] if n["kind"] == "interaction"]
-    assert notes, r.json()["safety_notes"]
-    assert FIXTURE_SOURCE in str(notes[0]) and "warfarin" in str(notes[0]).lower()
-    assert OTHER != DEMO_TENANT
+    notes = {n["kind"]: n for n in r.json()["safety_notes"]}
+    assert {"interaction", "contraindication"} <= set(notes), r.json()["safety_notes"]
+    assert FIXTURE_SOURCE in str(notes["interaction"]) and "warfarin" in str(notes["interaction"]).lower()
+    assert "peptic ulcer" in str(notes["contraindication"]).lower()
+    other = client.get(f"/v1/patients/{kb.other_fixture_patient}/summary", headers=auth(kb.keys["other-clinician"]))
+    assert other.status_code == 200 and OTHER != DEMO_TENANT

@@ -264,10 +264,15 @@ def test_patient_360_timeline_safety_and_tenant_isolation(page: Any, server: str
     p360 = page.locator("#p360")
     expect(p360.locator(".p-title")).to_contain_text(kb.fixture_patient)
     expect(p360.locator(".meta")).to_contain_text("1948")
-    note = p360.locator(".safety .note").first
-    expect(note).to_contain_text("interaction")
-    expect(note).to_contain_text("warfarin")
-    expect(note.locator(".note-source")).to_contain_text(FIXTURE_SOURCE)
+    # Most severe first: the contraindication (aspirin in peptic ulcer) above the interaction, each with its source.
+    notes = p360.locator(".safety .note")
+    expect(notes).to_have_count(2)
+    expect(notes.nth(0)).to_contain_text("contraindication")
+    expect(notes.nth(0)).to_contain_text("peptic ulcer")
+    expect(notes.nth(1)).to_contain_text("interaction")
+    expect(notes.nth(1)).to_contain_text("warfarin")
+    for i in range(2):
+        expect(notes.nth(i).locator(".note-source")).to_contain_text(FIXTURE_SOURCE)
     timeline = p360.locator(".timeline .event")
     expect(timeline.filter(has_text="Warfarin")).to_have_count(1)
     for kind in ("encounter", "condition", "medication", "procedure", "observation"):

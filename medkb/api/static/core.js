@@ -96,8 +96,12 @@ const SEVERITY = { contraindicated: 0, critical: 0, avoid: 1, severe: 1, major: 
   medium: 2, consider: 3, minor: 3, low: 3 };
 const KIND = { interaction: 0, contraindication: 1, caution: 2, adverse_reaction: 3 };
 
+// A note that states no severity ranks as its kind's default (the server's defaults for the same kinds).
+const DEFAULT_SEVERITY = { interaction: "precaution", contraindication: "contraindicated", caution: "precaution",
+  adverse_reaction: "consider" };
+
 export function bySeverity(notes) {
-  const rank = (n) => [SEVERITY[String(n.severity ?? "").toLowerCase()] ?? 5, KIND[n.kind] ?? 9];
+  const rank = (n) => [SEVERITY[String(n.severity ?? DEFAULT_SEVERITY[n.kind] ?? "").toLowerCase()] ?? 5, KIND[n.kind] ?? 9];
   return [...notes].sort((a, b) => {
     const [x, y] = [rank(a), rank(b)];
     return x[0] - y[0] || x[1] - y[1];
@@ -117,7 +121,7 @@ export function safetyList(notes) {
   const ul = h("ul", { class: "safety" });
   for (const n of bySeverity(notes)) {
     const ents = Array.isArray(n.entities) ? n.entities : [];
-    const text = n.text || [n.subject, n.object].filter(Boolean).join(" ↔ ") + (n.via ? ` (${n.via})` : "");
+    const text = n.text || [n.subject, n.object].filter(Boolean).join(n.kind === "interaction" ? " ↔ " : " → ") + (n.via ? ` (${n.via})` : "");
     const sev = n.severity ? h("span", { class: `badge sev sev-${SEVERITY[String(n.severity).toLowerCase()] ?? 5}`, text: `${t("severity")}: ${tv("sev", n.severity)}` }) : null;
     ul.append(h("li", { class: `note kind-${n.kind || "note"}` },
       h("p", { class: "note-head" }, h("span", { class: "badge kind", text: tv("kind", n.kind).replace("_", " ") }), " ", sev),
