@@ -129,12 +129,11 @@ class AnswerEngine:
         if not filters.patient_id and not entity_ids:
             return []
         try:
-            from medkb.kb.graph.safety import safety_facts
+            from medkb.kb.graph.safety import safety_notes
         except ImportError:  # the graph package is optional at this layer
             return []
-        facts = safety_facts(self.store, filters.tenant_id, patient_id=filters.patient_id,
-                             entity_ids=tuple(sorted(entity_ids)))
-        return [_plain(f) for f in facts]
+        return safety_notes(self.store, filters.tenant_id, patient_id=filters.patient_id,
+                            entity_ids=tuple(sorted(entity_ids)))
 
     def _answer_entities(self, text: str) -> set[int]:
         try:
@@ -185,9 +184,9 @@ class AnswerEngine:
             verified.used = [e.n for e in p.evidence]
         ids = self._answer_entities(verified.text)
         if ids:
-            extra = self.safety_notes(p.filters, ids | _entity_ids(p.linked_entities))
-            seen = {repr(n) for n in p.safety_notes}
-            p.safety_notes += [n for n in extra if repr(n) not in seen]
+            # Recomputed over the wider context so that the whole list stays ordered most severe first.
+            p.safety_notes = self.safety_notes(p.filters, ids | _entity_ids(p.linked_entities)
+                                               | _note_entity_ids(p.safety_notes))
         final = self._final(p, verified.text, "llm", verified)
         final["usage"] = llm.usage.as_dict() if llm.usage else None  # the LLM's own count
         yield "final", final
@@ -217,6 +216,10 @@ class AnswerEngine:
             elif kind == "trace":
                 trace = payload
         return {**final, "trace": trace}
+
+
+def _note_entity_ids(notes: Sequence[dict[str, Any]]) -> set[int]:
+    return {e["id"] for n in notes for e in n.get("entities", []) if isinstance(e.get("id"), int)}
 
 
 def _entity_ids(items: Sequence[Any]) -> set[int]:

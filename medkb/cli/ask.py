@@ -56,4 +56,4 @@ def register(app: typer.Typer) -> None:
                 where = f"chunk {cit['chunk_id']}, document {cit['document_id']}" if cit["chunk_id"] else "record"
                 console.print(f"[{cit['n']}] {cit['title']} ({where})", markup=False, highlight=False)
         for note in result["safety_notes"]:
-            console.print(f"safety: {note}", markup=False, highlight=False)
+            console.print(f"safety ({note['severity']}): {note['text']}", markup=False, highlight=False)

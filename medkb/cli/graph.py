@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -65,11 +65,13 @@ def neighbors(
         return
     console.print(escape(f"{seed.name} [{seed.type}] {_codes(seed.codes)} — {len(found)} within {hops} hop(s)"),
                   highlight=False)
-    t = Table("hops", "entity", "type", "codes", "relation", "provenance")
+    t = Table("hops", "entity", "type", "codes", "relation", "severity", "provenance")
     for n in shown:
         e = edges[n.via.id]
         arrow = f"{e.relation} →" if e.source_id != n.entity.id else f"← {e.relation}"
-        t.add_row(str(n.hops), n.entity.name, n.entity.type, _codes(n.entity.codes), arrow,
+        d = e.details or {}
+        severity = f"{d['severity']} ({'; '.join(d.get('original_severity', []))})" if d.get("severity") else ""
+        t.add_row(str(n.hops), n.entity.name, n.entity.type, _codes(n.entity.codes), arrow, severity,
                   e.provenance or (f"chunk {e.chunk_id}" if e.chunk_id else ""))
     console.print(t)
 
@@ -109,3 +111,26 @@ def path(
             arrow = "↓" if e.source_id == node.id else "↑"
             prov = e.provenance or (f"chunk {e.chunk_id}" if e.chunk_id else "")
             console.print(escape(f"   {arrow} {e.relation}  ({prov})"), highlight=False)
+
+
+def print_relink(rep: Any) -> None:
+    """One line per record table (linked / rows) and one for document mentions."""
+    for table, n in rep.rows.items():
+        linked = rep.linked.get(table, 0)
+        console.print(f"{table}: {linked}/{n} rows linked to an entity ({100 * linked / n:.1f} %)" if n else
+                      f"{table}: no rows", highlight=False)
+    console.print(f"record rows changed: {rep.changed}; chunks scanned: {rep.chunks}, mentions added: "
+                  f"{rep.mentions_added}, removed: {rep.mentions_removed}", highlight=False)
+
+
+@graph_app.command("relink")
+def relink_cmd(ctx: typer.Context) -> None:
+    """Link every record row (by code, then by description) and every chunk's mentions to the current graph.
+
+    `ingest ontology` runs it after loading; run it by hand after deleting a source. Nothing is re-embedded.
+
+    Example: medkb graph relink
+    """
+    from medkb.kb.graph.relink import relink
+
+    print_relink(relink(get_ctx(ctx).store))

@@ -20,12 +20,13 @@ def register_into(ingest_app: typer.Typer) -> None:
 
 def ontology(
     ctx: typer.Context,
-    names: Annotated[list[str], typer.Argument(help="hpo, icd10cm, drugs, diseases-basic, cmekg")],
+    names: Annotated[list[str], typer.Argument(help="hpo, icd10cm, drugs, interactions, diseases-basic, cmekg")],
     limit: Annotated[Optional[int], typer.Option(help="Load only a prefix of each ontology (for trials).")] = None,
 ) -> None:
-    """Load ontologies as public sources; running it again writes nothing.
+    """Load ontologies as public sources, then link existing records and documents to them again; running it
+    again writes nothing.
 
-    Example: medkb ingest ontology hpo icd10cm drugs diseases-basic
+    Example: medkb ingest ontology interactions drugs icd10cm hpo
     """
     from medkb.ingest.ontologies import LOADERS, load_ontology
     from medkb.errors import InvalidInput
@@ -39,6 +40,7 @@ def ontology(
 
     init_store(c.store, model_dimension(c.settings.embedding.model))  # a curator need not run init first
     table = Table("ontology", "release", "entities new", "merged", "codes", "names", "edges", "seconds")
+    any_written = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     for name in names:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -50,9 +52,15 @@ def ontology(
                 bar.update(tasks[phase], completed=done, total=total)
 
             opts = {"limit": limit} if limit is not None else {}
-            rep = load_ontology(c.store, name, progress=progress, **opts)
+            rep = load_ontology(c.store, name, progress=progress, relink=False, **opts)
         table.add_row(name, rep.release, str(rep.entities_added), str(rep.entities_merged), str(rep.codes_added),
                       str(rep.names_added), str(rep.edges_added), f"{rep.seconds:.1f}")
+        any_written = any_written or bool(rep.written)
         if not rep.written:
             console.print(f"{name}: already loaded ({rep.release}), nothing written")
     console.print(table)
+    if any_written:
+        from medkb.cli.graph import print_relink
+        from medkb.kb.graph.relink import relink
+
+        print_relink(relink(c.store))  # records and documents loaded earlier reach the new entities

@@ -320,5 +320,8 @@ def ingest_records(
             flush()
     finally:
         writer.close()
+    from medkb.kb.graph.relink import relink_records
+
+    relink_records(store, tenant_id)  # by code, then by description: what the code index alone cannot
     report.seconds = time.perf_counter() - t0
     return report

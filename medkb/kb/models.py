@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +73,8 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(32), default="docs")  # docs | ontology | records
     release: Mapped[str | None] = mapped_column(String(128))
     description: Mapped[str | None] = mapped_column(Text)
+    # Built for generating fake data (diseases-basic): never shown to a clinician as knowledge.
+    fake_data: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(default=_now, onupdate=_now)
 
@@ -176,6 +179,9 @@ class Edge(Base):
     source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
     provenance: Mapped[str | None] = mapped_column(String(255))
+    # Curated facts' own attributes: severity (English scale) with the source's wording and language,
+    # mechanism, and the origin, release and licence of the statement (one KB source may merge several).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Mention(Base):
@@ -255,6 +261,7 @@ class Observation(_RecordMixin, Base):
 class Allergy(_RecordMixin, Base):
     __tablename__ = "allergies"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
     start: Mapped[dt.date | None] = mapped_column(Date)
     stop: Mapped[dt.date | None] = mapped_column(Date)
 
@@ -262,6 +269,7 @@ class Allergy(_RecordMixin, Base):
 class Procedure(_RecordMixin, Base):
     __tablename__ = "procedures"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
     performed: Mapped[dt.date | None] = mapped_column(Date)
 
 

@@ -166,7 +166,7 @@ class KnowledgeStore(abc.ABC):
 
     def ensure_source(
         self, tenant_id: str, name: str, kind: str = "docs", release: str | None = None,
-        description: str | None = None,
+        description: str | None = None, fake_data: bool = False,
     ) -> int:
         self.ensure_tenant(tenant_id)
 
@@ -175,11 +175,14 @@ class KnowledgeStore(abc.ABC):
                 src = s.scalar(select(m.Source).where(m.Source.tenant_id == tenant_id, m.Source.name == name))
                 if src is None:
                     src = m.Source(tenant_id=tenant_id, name=name, kind=kind, release=release,
-                                   description=description)
+                                   description=description, fake_data=fake_data)
                     s.add(src)
                     s.flush()
-                elif release and src.release != release:
-                    src.release = release
+                else:
+                    if release and src.release != release:
+                        src.release = release
+                    if fake_data and not src.fake_data:
+                        src.fake_data = True
                 return src.id
 
         sid = _once_more_on_duplicate(lambda: retrying(run))
@@ -292,7 +295,7 @@ class KnowledgeStore(abc.ABC):
         s.execute(delete(m.Mention).where(m.Mention.entity_id.in_(ids)))
         s.execute(delete(m.Edge).where(m.Edge.source_entity_id.in_(ids)))
         s.execute(delete(m.Edge).where(m.Edge.target_entity_id.in_(ids)))
-        for table in (m.Condition, m.Medication):
+        for table in (m.Condition, m.Medication, m.Procedure, m.Allergy):
             s.execute(update(table).where(table.entity_id.in_(ids)).values(entity_id=None))
         s.execute(delete(m.Entity).where(m.Entity.id.in_(ids)))
 

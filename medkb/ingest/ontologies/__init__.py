@@ -16,15 +16,18 @@ LOADERS: dict[str, str] = {
     "drugs": "medkb.ingest.ontologies.drugs",
     "diseases-basic": "medkb.ingest.ontologies.diseases_basic",
     "cmekg": "medkb.ingest.ontologies.cmekg",
+    "interactions": "medkb.ingest.ontologies.interactions",
 }
 
 __all__ = ["LOADERS", "OntologyReport", "load_ontology"]
 
 
 def load_ontology(store: KnowledgeStore, name: str, progress: OntologyProgress | None = None,
-                  **options: Any) -> OntologyReport:
+                  relink: bool = True, **options: Any) -> OntologyReport:
     """Load ontology ``name`` as the public source of that name; a second run writes nothing.
 
+    When it wrote something and ``relink`` is set, record rows and document mentions are linked again
+    (``medkb.kb.graph.relink``), so records and documents loaded before the ontology reach it too.
     ``options`` go to the loader, e.g. ``limit=`` (a prefix of the data) or, for cmekg, ``subjects=``.
     """
     if name not in LOADERS:
@@ -33,4 +36,9 @@ def load_ontology(store: KnowledgeStore, name: str, progress: OntologyProgress |
     if progress is not None:
         progress("reading", 0, None)
     data = module.load(**options)
-    return OntologyWriter(store, name, progress).write(data)
+    report = OntologyWriter(store, name, progress).write(data)
+    if relink and report.written:
+        from medkb.kb.graph.relink import relink as relink_all
+
+        report.relink = relink_all(store)
+    return report

@@ -79,5 +79,6 @@ def load(limit: int | None = None) -> OntologyData:
     return OntologyData(
         release=f"faker-healthcare-provider {metadata.version('faker-healthcare-provider')}",
         terms=list(terms.values()), edges=edges(), edge_total=len(rels),
+        fake_data=True,  # faker-healthcare-provider builds it to generate fake records
         description="Basic disease table: symptoms, medications, specialty, ICD-10-CM code; en/de/es/fr/pt/zh names",
     )

@@ -51,6 +51,12 @@ class Rel:
     dst: str
     relation: str
     weight: float = 1.0
+    details: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def origin(self) -> str | None:
+        """Which statement this is when one source merges several (two origins may state the same pair)."""
+        return (self.details or {}).get("origin")
 
 
 @dataclass
@@ -60,6 +66,7 @@ class OntologyData:
     edges: Iterable[Rel]
     description: str = ""
     edge_total: int | None = None
+    fake_data: bool = False  # made for generating fake records: labelled, never a safety note
 
 
 @dataclass
@@ -74,6 +81,7 @@ class OntologyReport:
     edges_added: int = 0
     edges_skipped: int = 0  # endpoints unknown or merged into one entity
     seconds: float = 0.0
+    relink: Any = None  # the RelinkReport of the records and mentions linked again afterwards
 
     @property
     def written(self) -> int:
@@ -99,6 +107,15 @@ class _Index:
             for norm, typ, eid in rows:
                 self.names.setdefault((typ, norm), eid)
                 self.have_names.add((eid, norm))
+            # An entity outlives the source that first named it (another source merged into it): its own
+            # name and code list still identify it, so a reloaded source merges back instead of splitting it.
+            self.kept_codes: dict[tuple[str, str], int] = {}
+            for eid, typ, name, codes in s.execute(select(m.Entity.id, m.Entity.type, m.Entity.name,
+                                                          m.Entity.codes).order_by(m.Entity.id)):
+                self.names.setdefault((typ, fold(name)[:MAX_NORM]), eid)
+                for sy, cs in (codes or {}).items():
+                    for c in cs:
+                        self.kept_codes.setdefault((canonical_system(sy) or sy, str(c)), eid)
         self.systems: dict[int, set[str]] = defaultdict(set)
         for (sy, _c), e in self.codes.items():
             self.systems[e].add(sy)
@@ -106,7 +123,7 @@ class _Index:
     def by_code(self, codes: Iterable[tuple[str, str]]) -> int | None:
         for sy, c in codes:
             for system in same_concept_systems(sy):
-                eid = self.codes.get((system, c))
+                eid = self.codes.get((system, c), self.kept_codes.get((system, c)))
                 if eid is not None:
                     return eid
         return None
@@ -132,7 +149,7 @@ class OntologyWriter:
         t0 = time.perf_counter()
         report = OntologyReport(self.name, data.release, terms=len(data.terms))
         source_id = self.store.ensure_source(m.PUBLIC_TENANT, self.name, kind="ontology", release=data.release,
-                                             description=data.description or None)
+                                             description=data.description or None, fake_data=data.fake_data)
         provenance = f"{self.name} {data.release}"[:255]
         idx = _Index(self.store)
         key_to_id: dict[str, int] = {}
@@ -222,8 +239,9 @@ class OntologyWriter:
     def _write_edges(self, data: OntologyData, key_to_id: dict[str, int], source_id: int, provenance: str,
                      report: OntologyReport) -> None:
         with self.store.session() as s:
-            have = set(s.execute(select(m.Edge.source_entity_id, m.Edge.target_entity_id, m.Edge.relation)
-                                 .where(m.Edge.source_id == source_id)).all())
+            have = {(a, b, rel, (d or {}).get("origin")) for a, b, rel, d in s.execute(
+                select(m.Edge.source_entity_id, m.Edge.target_entity_id, m.Edge.relation, m.Edge.details)
+                .where(m.Edge.source_id == source_id))}
         rows: list[dict[str, Any]] = []
         n = 0
         for n, r in enumerate(data.edges, 1):
@@ -231,13 +249,15 @@ class OntologyWriter:
             if a is None or b is None or a == b:
                 report.edges_skipped += 1
                 continue
-            k = (a, b, r.relation)
+            k = (a, b, r.relation, r.origin)
             if k in have:
                 continue
             have.add(k)
+            d = r.details or {}
+            prov = f"{self.name}: {d['origin']} {d.get('release', '')}".strip()[:255] if r.origin else provenance
             rows.append({"tenant_id": m.PUBLIC_TENANT, "source_entity_id": a, "target_entity_id": b,
                          "relation": r.relation, "weight": r.weight, "curated": True, "source_id": source_id,
-                         "provenance": provenance})
+                         "provenance": prov, "details": r.details})
             if n % 10_000 == 0:
                 self._tick("edges", n, data.edge_total)
         self._tick("edges", n, data.edge_total or n)

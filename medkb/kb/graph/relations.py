@@ -7,7 +7,7 @@ from typing import Final
 # Entity types, in the order the linker prefers them when one surface form names several entities.
 ENTITY_TYPES: Final = (
     "disease", "drug", "phenotype", "symptom", "gene", "procedure", "lab", "specialty",
-    "condition", "organism", "concept",
+    "condition", "organism", "concept", "drug_class",
 )
 TYPE_PRIORITY: Final = {t: i for i, t in enumerate(ENTITY_TYPES)}
 

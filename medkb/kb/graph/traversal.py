@@ -45,6 +45,7 @@ class EdgeInfo:
     provenance: str | None  # "<source name> <release>" for ontology edges
     chunk_id: int | None
     source_name: str | None = None  # the KB source (ontology) the edge came from
+    details: dict[str, Any] | None = None  # severity, wording, origin (read by ``with_sources`` only)
 
 
 @dataclass
@@ -154,14 +155,16 @@ class GraphView:
         return ents[:limit]
 
     def with_sources(self, edges: list[EdgeInfo]) -> list[EdgeInfo]:
-        """The same edges with the name of the source (ontology) each came from."""
+        """The same edges with the name of the source (ontology) each came from and their details."""
         if not edges:
             return edges
         with self.store.session() as s:
-            rows = s.execute(select(m.Edge.id, m.Source.name).join(m.Source, m.Source.id == m.Edge.source_id)
+            rows = s.execute(select(m.Edge.id, m.Source.name, m.Edge.details)
+                             .outerjoin(m.Source, m.Source.id == m.Edge.source_id)
                              .where(m.Edge.id.in_([e.id for e in edges][:IN_BATCH])))
-            names = dict(rows.all())
-        return [dataclasses.replace(e, source_name=names.get(e.id)) for e in edges]
+            found = {i: (name, details) for i, name, details in rows}
+        return [dataclasses.replace(e, source_name=found.get(e.id, (None, None))[0],
+                                    details=found.get(e.id, (None, None))[1]) for e in edges]
 
     # ---- queries ----------------------------------------------------------------------------
 
