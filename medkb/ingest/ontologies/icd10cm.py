@@ -20,6 +20,24 @@ def _release() -> str:
     return "unknown"
 
 
+_PAREN = re.compile(r"\s*\([^)]*\)")
+_NOS = re.compile(r",?\s+NOS$")
+
+
+def _synonyms(desc: str, inclusions: Sequence[str]) -> list[tuple[str, str]]:
+    """ICD-10-CM conventions: words in parentheses are supplementary ("Essential (primary) hypertension"
+    also reads "Essential hypertension"); inclusion terms are synonyms, "NOS" meaning unspecified."""
+    out: list[str] = []
+    bare = " ".join(_PAREN.sub("", desc).split())
+    if bare and bare != desc:
+        out.append(bare)
+    for inc in inclusions:
+        inc = _NOS.sub("", inc.strip())
+        if inc and inc not in out:
+            out.append(inc)
+    return [(n, "en") for n in out]
+
+
 def load(limit: int | None = None, prefixes: Sequence[str] | None = None) -> OntologyData:
     """``limit`` keeps the first codes in classification order; ``prefixes`` (e.g. ``["E11"]``) keeps the codes
     starting with one of them, with their ancestors so the hierarchy stays connected."""
@@ -40,7 +58,8 @@ def load(limit: int | None = None, prefixes: Sequence[str] | None = None) -> Ont
         desc = cm.get_description(code)
         # Chapters are numbered 1..22; keep them distinct from any code in the same system.
         key = f"chapter {code}" if cm.is_chapter(code) else code
-        terms.append(Term(key=key, type="disease", name=desc, codes=[("ICD10CM", key)]))
+        names = [] if cm.is_chapter(code) or cm.is_block(code) else _synonyms(desc, cm.get_inclusion_term(code))
+        terms.append(Term(key=key, type="disease", name=desc, codes=[("ICD10CM", key)], names=names))
         parent = cm.get_parent(code)
         if parent:
             parents.append((key, f"chapter {parent}" if cm.is_chapter(parent) else parent))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +94,15 @@ class RecordLinker:
         return best.entity_id
 
     def _whole(self, text: str) -> EntityMatch | None:
-        matches = self.linker.link(text)
-        if len(matches) == 1 and fold(matches[0].surface) == fold(text):
-            return matches[0]
+        """The entity named by the whole description, also in its plural ("Clinically isolated syndromes")
+        or "unspecified" form, as ICD-10-CM and HPO spell names a record states plainly."""
+        norm = fold(text)
+        for form in (norm, norm + "s", norm + " unspecified"):
+            hit = self.linker.automaton.get(form, None) if len(self.linker.automaton) else None
+            if hit is not None:
+                eid = hit[1]
+                name, typ, codes = self.linker.entities[eid]
+                return EntityMatch(eid, name, typ, codes, 0, len(text), text)
         return None
 
     def entity_for(self, table: str, system: str | None, code: str | None, description: str | None) -> int | None:
@@ -116,14 +122,7 @@ def relink_records(store: KnowledgeStore, tenant_id: str | None = None) -> Relin
             with store.session() as s:
                 rows = s.execute(select(table.id, table.code_system, table.code, table.description, table.entity_id)
                                  .where(table.tenant_id == tenant)).all()
-            memo: dict[tuple, int | None] = {}
-            new: dict[int, int | None] = {}
-            for rid, system, code, desc, _old in rows:
-                key = (system, code, desc)
-                if key not in memo:
-                    memo[key] = rl.entity_for(name, system, code, desc)
-                new[rid] = memo[key]
-            _propagate_codes(rows, new)
+            new = link_rows(rl, name, rows)
             changes = [{"id": rid, "entity_id": new[rid]} for rid, *_x, old in rows if new[rid] != old]
             if changes:
                 with store.session() as s:
@@ -135,13 +134,26 @@ def relink_records(store: KnowledgeStore, tenant_id: str | None = None) -> Relin
     return report
 
 
+def link_rows(rl: RecordLinker, table: str, rows: Sequence[Any]) -> dict[Any, int | None]:
+    """(row id, system, code, description, …) rows of one record table → row id: entity id or None."""
+    memo: dict[tuple, int | None] = {}
+    new: dict[Any, int | None] = {}
+    for rid, system, code, desc, *_rest in rows:
+        key = (system, code, desc)
+        if key not in memo:
+            memo[key] = rl.entity_for(table, system, code, desc)
+        new[rid] = memo[key]
+    _propagate_codes(rows, new)
+    return new
+
+
 def _propagate_codes(rows: Iterable[Any], new: dict[int, int | None]) -> None:
     """A code all of whose linked rows agree on one entity lends it to its rows that found none."""
     votes: dict[tuple, Counter] = defaultdict(Counter)
-    for rid, system, code, _desc, _old in rows:
+    for rid, system, code, *_rest in rows:
         if code and new[rid] is not None:
             votes[(canonical_system(system), code)][new[rid]] += 1
-    for rid, system, code, _desc, _old in rows:
+    for rid, system, code, *_rest in rows:
         if new[rid] is None and code:
             v = votes.get((canonical_system(system), code))
             if v and len(v) == 1:
