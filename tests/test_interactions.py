@@ -76,7 +76,7 @@ def notes_of(store: KnowledgeStore, desc: str, stopped: bool = False) -> list[di
 def test_warfarin_edges_carry_source_release_licence_and_severity(kb: KnowledgeStore) -> None:
     view = GraphView(kb)
     warfarin = view.find("warfarin")[0]
-    assert warfarin.codes.get("RxNorm") == ["11289"] and "DB00682" in warfarin.codes.get("DrugBank", [])
+    assert warfarin.codes.get("RXNORM") == ["11289"] and "DB00682" in warfarin.codes.get("DrugBank", [])
     found = view.neighbors([warfarin.id], relations=["interacts_with"])
     edges = view.with_sources([n.via for n in found])
     aspirin = {e.details["origin"]: e for e, n in zip(edges, found) if n.entity.name == "Aspirin"}
@@ -105,7 +105,7 @@ def test_patients_get_interaction_notes_most_severe_first(kb: KnowledgeStore) ->
     names = {e["name"] for e in warf[0]["entities"]}
     assert names == {"Warfarin", "Aspirin"}
     codes = {e["name"]: e["codes"] for e in warf[0]["entities"]}
-    assert codes["Warfarin"]["RxNorm"] == ["11289"] and codes["Aspirin"]["RxNorm"] == ["1191"]
+    assert codes["Warfarin"]["RXNORM"] == ["11289"] and codes["Aspirin"]["RXNORM"] == ["1191"]
     ranks = [("contraindicated", "avoid", "precaution", "consider").index(n["severity"]) for n in warf]
     assert ranks == sorted(ranks)
     assert {n["source"]["origin"] for n in warf} == {"ANSM", "drug-interaction-mcp"}
@@ -117,6 +117,17 @@ def test_patients_get_interaction_notes_most_severe_first(kb: KnowledgeStore) ->
 def test_no_note_for_non_interacting_or_stopped_drugs(kb: KnowledgeStore) -> None:
     assert notes_of(kb, "Amoxicillin 250 MG Oral Capsule") == []
     assert notes_of(kb, "Warfarin Sodium 5 MG Oral Tablet", stopped=True) == []
+
+
+def test_exposures_overlapping_an_interacting_drug_are_counted(kb: KnowledgeStore) -> None:
+    from medkb.kb.graph.exposures import interacting_exposures
+
+    rep = interacting_exposures(kb, TENANT)
+    assert rep.exposures == 8 and rep.linked == 8
+    # warfarin + aspirin (current and stopped patients), simvastatin + clarithromycin; not the quiet pair
+    assert rep.interacting == 6 and rep.patients == 3
+    assert rep.by_severity == {"contraindicated": 6}
+    assert all(n == "<11" for *_pair, n in rep.top_pairs)  # small cells never released as numbers
 
 
 def test_rerun_writes_nothing_and_delete_removes_edges_and_notes(kb: KnowledgeStore) -> None:

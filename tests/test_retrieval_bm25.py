@@ -73,3 +73,51 @@ def test_title_counts_for_bm25(sqlite_store: KnowledgeStore, embedder) -> None: 
     r = add_doc(sqlite_store, embedder, "public", "t", ["first line therapy and dosing"], title="Hypertension guideline")
     assert [c.chunk_id for c in BM25Generator(sqlite_store).search("hypertension", SearchFilters(), 5)] == list(r.chunk_ids)
     assert BM25Generator(sqlite_store, with_title=False).search("hypertension", SearchFilters(), 5) == []
+
+
+_ZH_SCRIPT = r"""
+import sys
+from medkb.ingest.ontologies import load_ontology
+from medkb.kb.factory import init_store, open_store
+from medkb.kb.filters import SearchFilters
+from medkb.kb.records import ChunkIn, DocumentIn
+from medkb.retrieval.bm25 import BM25Generator
+from medkb.settings import DatabaseSettings
+from medkb.text import terms
+
+store = open_store(DatabaseSettings(url=f"sqlite:///{sys.argv[1]}"))
+init_store(store)
+if sys.argv[2] == "cmekg":
+    load_ontology(store, "cmekg", subjects=["盐酸二甲双胍片", "乳酸性酸中毒"], relink=False)
+texts = {
+    "target": "服用二甲双胍的糖尿病患者出现乳酸性酸中毒时应立即停药并就医治疗，同时监测血乳酸水平。",
+    "distractor": "二甲，双，胍，乳酸，性，酸中毒；二甲，双，胍，乳酸，性，酸中毒。",
+    "other": "高血压患者应控制血压。",
+}
+for ext, text in texts.items():
+    store.add_document(DocumentIn(tenant_id="public", source="zh", external_id=ext, title="",
+                                  chunks=[ChunkIn(text=text)]))
+g = BM25Generator(store, with_title=False)
+top = g.search("二甲双胍 乳酸性酸中毒", SearchFilters(), 2)
+chunks = store.get_chunks([c.chunk_id for c in top])
+print(chunks[0].external_id if chunks else "", "|".join(terms("二甲双胍 乳酸性酸中毒")))
+"""
+
+
+def test_chinese_entity_names_join_the_segmenter_dictionary(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fresh interpreters: jieba's dictionary is process-wide, so 'without' must run where nothing added words."""
+    import os
+    import subprocess
+    import sys
+
+    def run(kind: str) -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", _ZH_SCRIPT, str(tmp_path / f"{kind}.db"), kind],
+                             capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert out.returncode == 0, out.stderr[-2000:]
+        top, toks = out.stdout.strip().splitlines()[-1].split(" ", 1)
+        return top, toks
+
+    plain_top, plain_terms = run("plain")
+    kb_top, kb_terms = run("cmekg")
+    assert "二甲双胍" not in plain_terms.split("|") and plain_top == "distractor"
+    assert {"二甲双胍", "乳酸性酸中毒"} <= set(kb_terms.split("|")) and kb_top == "target"

@@ -203,6 +203,15 @@ def records(
         report = ingest_records(c.store, path, fmt=fmt, tenant_id=tenant, secret=secret, embedder=embedder,
                                 linker=linker, progress=progress, source=source, notes=notes)
     _summary(report, "patients")
+    from medkb.kb.graph.exposures import interacting_exposures
+
+    ex = interacting_exposures(c.store, tenant)
+    console.print(f"drug exposures: {ex.exposures}, linked to a drug: {ex.linked}, overlapping an interacting "
+                  f"drug: {ex.interacting} ({ex.patients} patients; by severity "
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(ex.by_severity.items())) or 'none'})",
+                  highlight=False)
+    for a, b, sev, n in ex.top_pairs[:5]:
+        console.print(f"  {a} + {b}: {sev}, {n} co-exposures", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

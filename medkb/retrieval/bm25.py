@@ -14,7 +14,7 @@ from medkb.kb import models as m
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.retrieval.types import Candidate
-from medkb.text import terms
+from medkb.text import add_chinese_words, is_cjk, terms
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class BM25Generator:
             if cur is not None and cur.generation == gen:
                 return cur
             ids, texts = self._rows()
+            if any(is_cjk(t) for t in texts):
+                add_chinese_words(self._chinese_names())  # before tokenising: 二甲双胍 stays one word
             corpus = [self.tokenize(t) for t in texts]
             model = None
             if any(corpus):
@@ -96,6 +98,12 @@ class BM25Generator:
             self._masks.clear()
             log.debug("bm25 index built: %d chunks, generation %d", ids.size, gen)
             return self._index
+
+    def _chinese_names(self) -> list[str]:
+        """The knowledge base's Chinese entity names (CMeKG and any other loaded source), for the segmenter."""
+        q = select(m.EntityName.norm).where(m.EntityName.language == "zh").distinct()
+        with self.store.engine.connect() as c:
+            return [n for (n,) in c.execute(q) if 2 <= len(n) <= 20 and is_cjk(n) and " " not in n]
 
     def _mask(self, idx: _Index, filters: SearchFilters) -> np.ndarray:
         key = (idx.generation, filters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -41,11 +42,14 @@ def _read(name: str) -> dict[str, Any]:
         raise BadRecord(str(path), f"unreadable interaction table: {exc}") from exc
 
 
-def _ansm_level(level: str) -> str:
-    import unicodedata
+def _plain(text: str) -> str:
+    """Accents removed, case folded, spaces collapsed: how ANSM's wording is compared."""
+    t = "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
+    return " ".join(t.split())
 
-    t = "".join(c for c in unicodedata.normalize("NFKD", level.casefold()) if not unicodedata.combining(c))
-    sev = ANSM_SEVERITY.get(" ".join(t.split()))
+
+def _ansm_level(level: str) -> str:
+    sev = ANSM_SEVERITY.get(_plain(level))
     if sev is None:
         raise BadRecord(ANSM_FILE, f"unknown ANSM severity {level!r}", field="severity_levels")
     return sev
@@ -67,23 +71,27 @@ def _ansm(terms: dict[str, Term], edges: list[Rel]) -> str:
     for c, name in d["classes"].items():
         terms[f"ansm-class:{c}"] = Term(key=f"ansm-class:{c}", type="drug_class", name=name, language="fr")
         members.setdefault(c, [])
+    french = {f"ansm:{k}": _plain(s["name"]) for k, s in d["substances"].items()}
     # A pair named by several rules (a substance and its classes) keeps the most severe one.
     best: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     for r in d["rules"]:
         levels = [(lv, info, _ansm_level(lv)) for lv, info in r["levels"]]
-        sev = min((x[2] for x in levels), key=SEVERITY_RANK.__getitem__)
-        details = {
-            "origin": "ANSM", "release": d["release"], "licence": ANSM_LICENCE, "severity": sev,
+        base = {
+            "origin": "ANSM", "release": d["release"], "licence": ANSM_LICENCE,
             "original_severity": [lv for lv, _i, _s in levels], "language": "fr",
             "mechanism": r["mechanism"], "conduct": " ".join(i for _l, i, _s in levels if i)[:1000],
             "rule": [d["substances"].get(x, {}).get("name") or d["classes"].get(x, x) for x in (r["a"], r["b"])],
         }
+        by_sev: dict[str, dict[str, Any]] = {}
         a_members = members.get(r["a"]) or [f"ansm-class:{r['a']}"]
         b_members = members.get(r["b"]) or [f"ansm-class:{r['b']}"]
         for a in a_members:
             for b in b_members:
                 if a == b:
                     continue
+                sev = _pair_severity(levels, french.get(a), french.get(b))
+                details = by_sev.setdefault(sev, {**base, "severity": sev,
+                                                  **({"conditional": True} if len(levels) > 1 else {})})
                 pair = (a, b) if a < b else (b, a)
                 rank = SEVERITY_RANK[sev]
                 if pair not in best or rank < best[pair][0]:
@@ -92,6 +100,18 @@ def _ansm(terms: dict[str, Term], edges: list[Rel]) -> str:
     for (a, b), (_rank, details) in sorted(best.items()):
         edges.append(Rel(a, b, INTERACTS_WITH, WEIGHT[details["severity"]], details))
     return release
+
+
+def _pair_severity(levels: list[tuple[str, str, str]], a: str | None, b: str | None) -> str:
+    """One level: the rule's. Several (conditions in the wording, e.g. "CI with sodium oxybate; to take into
+    account between all sedatives"): the most severe level whose condition names one of the two substances,
+    else the least severe, the general case. The note carries every level's wording either way."""
+    sevs = [sev for _lv, _info, sev in levels]
+    if len(levels) == 1:
+        return sevs[0]
+    named = [sev for _lv, info, sev in levels if any(x and x in _plain(info) for x in (a, b))]
+    pick = min if named else max
+    return pick(named or sevs, key=SEVERITY_RANK.__getitem__)
 
 
 def _mcp_side(side: dict[str, Any], terms: dict[str, Term]) -> list[str]:

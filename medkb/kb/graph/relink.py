@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from medkb.kb import models as m
+from medkb.kb.codes import canonical_system
 from medkb.kb.graph.linker import EntityLinker, EntityMatch
 from medkb.kb.graph.names import fold
 from medkb.kb.store import KnowledgeStore
@@ -31,20 +32,10 @@ RECORD_TYPES: dict[str, tuple[str, ...]] = {
 }
 TABLES: dict[str, Any] = {"medications": m.Medication, "conditions": m.Condition, "procedures": m.Procedure,
                           "allergies": m.Allergy}
-# SNOMED CT semantic tags ("Anemia (disorder)") and record-system spellings of code systems.
+# SNOMED CT semantic tags ("Anemia (disorder)").
 _TAG = re.compile(r"\s*\((disorder|finding|procedure|situation|substance|product|medicinal product|"
                   r"clinical drug|morphologic abnormality|observable entity|regime/therapy)\)\s*$", re.I)
-SYSTEM_ALIASES = {"SNOMEDCT_US": "SNOMEDCT", "SNOMED": "SNOMEDCT", "SNOMED-CT": "SNOMEDCT", "SCT": "SNOMEDCT",
-                  "RXCUI": "RXNORM", "ICD-10-CM": "ICD10CM", "ICD10-CM": "ICD10CM"}
 CHUNK_BATCH = 500
-
-
-def canonical_system(system: str | None) -> str | None:
-    """One spelling per code system for comparing record codes with entity codes."""
-    if not system:
-        return None
-    up = system.strip().upper()
-    return SYSTEM_ALIASES.get(up, up)
 
 
 @dataclass

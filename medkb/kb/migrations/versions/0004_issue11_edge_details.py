@@ -1,15 +1,15 @@
 """edge details (severity, wording, origin), the fake-data flag on sources, entity links of procedures/allergies
 
-Revision ID: 0002_issue11
-Revises: 0001
+Revision ID: 0004_issue11
+Revises: 0003_issue12
 """
 from __future__ import annotations
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0002_issue11'
-down_revision = '0001'
+revision = '0004_issue11'
+down_revision = '0003_issue12'
 branch_labels = None
 depends_on = None
 
