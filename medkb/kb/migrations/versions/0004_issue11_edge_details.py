@@ -2,6 +2,9 @@
 
 Revision ID: 0004_issue11
 Revises: 0003_issue12
+
+Plain ADD COLUMN only, never a batch "move and copy" on SQLite: re-creating ``sources`` there drops the old
+table, and its ON DELETE CASCADE children (documents, edges, names) would go with it.
 """
 from __future__ import annotations
 
@@ -13,26 +16,24 @@ down_revision = '0003_issue12'
 branch_labels = None
 depends_on = None
 
+_ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+
 
 def upgrade() -> None:
-    with op.batch_alter_table('edges', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('details', sa.JSON(), nullable=True))
-    with op.batch_alter_table('sources', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('fake_data', sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column('edges', sa.Column('details', sa.JSON(), nullable=True))
+    op.add_column('sources', sa.Column('fake_data', sa.Boolean(), nullable=False, server_default=sa.text('0')))
     for table in ('procedures', 'allergies'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column('entity_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
-                                          nullable=True))
-            batch_op.create_foreign_key(f'fk_{table}_entity_id', 'entities', ['entity_id'], ['id'],
-                                        ondelete='SET NULL')
+        op.add_column(table, sa.Column('entity_id', _ID, nullable=True))
+        if op.get_context().dialect.name != 'sqlite':
+            # SQLite cannot add a constraint in place; the store clears these links itself on entity deletes.
+            op.create_foreign_key(f'fk_{table}_entity_id', table, 'entities', ['entity_id'], ['id'],
+                                  ondelete='SET NULL')
 
 
 def downgrade() -> None:
     for table in ('procedures', 'allergies'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_constraint(f'fk_{table}_entity_id', type_='foreignkey')
-            batch_op.drop_column('entity_id')
-    with op.batch_alter_table('sources', schema=None) as batch_op:
-        batch_op.drop_column('fake_data')
-    with op.batch_alter_table('edges', schema=None) as batch_op:
-        batch_op.drop_column('details')
+        if op.get_context().dialect.name != 'sqlite':
+            op.drop_constraint(f'fk_{table}_entity_id', table, type_='foreignkey')
+        op.drop_column(table, 'entity_id')
+    op.drop_column('sources', 'fake_data')
+    op.drop_column('edges', 'details')
