@@ -1,4 +1,4 @@
-"""Migration 0004 on a knowledge base that already holds data: nothing is lost (SQLite and MariaDB)."""
+"""Migration 0005_issue11 on a knowledge base that already holds data: nothing is lost (SQLite and MariaDB)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from medkb.kb.migrate import _config
 from medkb.settings import DatabaseSettings
 
 
-def test_upgrade_from_0003_keeps_documents_edges_and_names(tmp_path: Path) -> None:
+def test_upgrade_from_previous_head_keeps_documents_edges_and_names(tmp_path: Path) -> None:
     store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
     cfg = _config(store.engine)
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         cfg.attributes["embedding_dim"] = 384
-        command.upgrade(cfg, "0003_issue12")
+        command.upgrade(cfg, "0004_issue20")
     with store.engine.begin() as c:
         c.execute(text("PRAGMA foreign_keys=ON"))
         c.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('public', 'public', '2026-01-01')"))

@@ -1,7 +1,7 @@
 """edge details (severity, wording, origin), the fake-data flag on sources, entity links of procedures/allergies
 
-Revision ID: 0004_issue11
-Revises: 0003_issue12
+Revision ID: 0005_issue11
+Revises: 0004_issue20
 
 Plain ADD COLUMN only, never a batch "move and copy" on SQLite: re-creating ``sources`` there drops the old
 table, and its ON DELETE CASCADE children (documents, edges, names) would go with it.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0004_issue11'
-down_revision = '0003_issue12'
+revision = '0005_issue11'
+down_revision = '0004_issue20'
 branch_labels = None
 depends_on = None
 
