@@ -261,7 +261,7 @@ class Observation(_RecordMixin, Base):
 class Allergy(_RecordMixin, Base):
     __tablename__ = "allergies"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
-    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
+    entity_id: Mapped[int | None] = mapped_column(BigId)  # no FK (added in place by 0005); cleared on entity delete
     start: Mapped[dt.date | None] = mapped_column(Date)
     stop: Mapped[dt.date | None] = mapped_column(Date)
 
@@ -269,7 +269,7 @@ class Allergy(_RecordMixin, Base):
 class Procedure(_RecordMixin, Base):
     __tablename__ = "procedures"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
-    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
+    entity_id: Mapped[int | None] = mapped_column(BigId)  # no FK (added in place by 0005); cleared on entity delete
     performed: Mapped[dt.date | None] = mapped_column(Date)
 
 

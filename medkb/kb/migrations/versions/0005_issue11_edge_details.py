@@ -23,17 +23,13 @@ def upgrade() -> None:
     op.add_column('edges', sa.Column('details', sa.JSON(), nullable=True))
     op.add_column('sources', sa.Column('fake_data', sa.Boolean(), nullable=False, server_default=sa.text('0')))
     for table in ('procedures', 'allergies'):
+        # No foreign key: SQLite cannot add one in place, and the store clears these links itself when it
+        # deletes entities (the same on every backend).
         op.add_column(table, sa.Column('entity_id', _ID, nullable=True))
-        if op.get_context().dialect.name != 'sqlite':
-            # SQLite cannot add a constraint in place; the store clears these links itself on entity deletes.
-            op.create_foreign_key(f'fk_{table}_entity_id', table, 'entities', ['entity_id'], ['id'],
-                                  ondelete='SET NULL')
 
 
 def downgrade() -> None:
     for table in ('procedures', 'allergies'):
-        if op.get_context().dialect.name != 'sqlite':
-            op.drop_constraint(f'fk_{table}_entity_id', table, type_='foreignkey')
         op.drop_column(table, 'entity_id')
     op.drop_column('sources', 'fake_data')
     op.drop_column('edges', 'details')
