@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 
 from medkb.errors import BadRecord
-from medkb.ingest.ontologies.writer import OntologyData, Rel, Term, package_dir
+from medkb.ingest.ontologies.writer import OntologyData, Rel, Term, load_checked_pickle, package_dir
 from medkb.kb.graph import relations as r
 
 # predicate → (relation, object type, reversed). reversed: the object is the edge's source
@@ -42,13 +41,13 @@ NAME_PREDICATES = {"英文名": "en", "英文名称": "en", "英文别名": "en"
 DRUG_HINTS = {"适应症", "不良反应", "成份", "主治", "药品类型", "OTC类型", "用法用量", "规格", "药物相互作用"}
 DISEASE_HINTS = {"常见症状", "ICD10", "就诊科室", "并发症", "相关药物", "药物治疗", "多发群体", "传染性"}
 ORGANISM_HINTS = {"界", "门", "纲", "科", "属", "种"}
+KG_SHA256 = "eb0ab98b384b4272feead720bbb5f262715973589004d8a5093c5020d954c4b5"  # PyCMeKG 0.2.5's cmekg.pkl
 MAX_NAME = 120  # longer "objects" are sentences (注意事项), kept as condition text but not as entities
 
 
 def _kg() -> tuple[dict, str]:
     path = package_dir("pyCMeKG", "cmekg") / "model" / "cmekg.pkl"
-    with open(str(path), "rb") as f:
-        kg = pickle.load(f)  # noqa: S301 - the package's own shipped data file
+    kg = load_checked_pickle(path, KG_SHA256, "PyCMeKG")
     if not isinstance(kg, dict):
         raise BadRecord(str(path), f"expected a dict of subjects, found {type(kg).__name__}")
     return kg, str(path)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import bz2
-import pickle
 from importlib import metadata
 
 from medkb.errors import BadRecord
-from medkb.ingest.ontologies.writer import OntologyData, Term, package_dir
+from medkb.ingest.ontologies.writer import OntologyData, Term, load_checked_pickle, package_dir
 
 DICTIONARY = "drug_ner_dictionary.pkl.bz2"
+DICTIONARY_SHA256 = "ec10a1c7b633fc4bae8d0eecff053892c0e37f49e18eaf59c8a1e9f40fc80d9d"  # the pinned release's
 # Identifiers unique per drug: entities merge on them. The MeSH id here is often the drug's class
 # (one id for 129 drugs), so it is kept on the entity but never merged on.
 CODE_FIELDS = (("drugbank_id", "DrugBank"), ("medline_plus_id", "MedlinePlus"))
@@ -19,8 +18,7 @@ XREF_FIELDS = (("mesh_id", "MeSH"),)
 def _dictionary() -> dict:
     """The package's own data file, read directly: importing the package writes caches in $HOME."""
     path = package_dir("drug_named_entity_recognition", "drugs") / DICTIONARY
-    with bz2.open(str(path), "rb") as f:
-        data = pickle.load(f)  # noqa: S301 - the package's own shipped data file
+    data = load_checked_pickle(path, DICTIONARY_SHA256, "drug-named-entity-recognition")
     for key in ("drug_variant_to_canonical", "drug_canonical_to_data"):
         if key not in data:
             raise BadRecord(str(path), "missing table", field=key)

