@@ -110,7 +110,7 @@ export function bySeverity(notes) {
 
 function sourceText(n) {
   const src = n.source;
-  if (src && typeof src === "object") return [src.name, src.origin, src.release, src.licence || src.license].filter(Boolean).join(" · ");
+  if (src && typeof src === "object") return [...new Set([src.name, src.origin, src.release, src.licence || src.license].filter(Boolean))].join(" · ");
   const parts = [src, n.release].filter(Boolean);
   // Ontology provenance is often just "source release" again; show it only when it says more.
   if (n.provenance && n.provenance !== parts.join(" ")) parts.push(n.provenance);
