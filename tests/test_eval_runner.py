@@ -38,7 +38,8 @@ def run(slice_dir: Path, embedder) -> RetrievalRun:  # type: ignore[no-untyped-d
 
 def test_json_has_exactly_the_promised_shape(run: RetrievalRun, slice_dir: Path) -> None:
     data = run.to_json()
-    assert set(data) == {"dataset", "modes", "config"} and data["dataset"] == "bioasq-mini"
+    assert set(data) == {"dataset", "modes", "config", "per_query"} and data["dataset"] == "bioasq-mini"
+    assert all(len(data["per_query"][m]["ndcg@10"]) == 12 for m in MODES)
     assert list(data["modes"]) == MODES
     for m in MODES:
         assert set(data["modes"][m]) == MODE_KEYS and data["modes"][m]["queries"] == 12
@@ -80,6 +81,55 @@ def test_reports_are_written_beside_the_json(run: RetrievalRun, tmp_path: Path) 
     assert len(imgs) == 3  # bars, Recall@k curves, latency
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
     assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_trec_run_files_and_per_query_tables_check_out_with_trec_eval(
+        run: RetrievalRun, slice_dir: Path, tmp_path: Path) -> None:
+    """What quality staff do without medkb: read the run file, score it with trec_eval (pytrec_eval), and find
+    the per-query table and the JSON's figures."""
+    import pytrec_eval
+
+    paths = write_all(run, tmp_path / "r.json")
+    qrels = load_beir(slice_dir).qrels
+    judged = {q: r for q, r in qrels.items() if any(v > 0 for v in r.values())}
+    for mode in ("bm25", "hybrid"):
+        trec: dict[str, dict[str, float]] = {}
+        for line in paths[f"{mode}.run"].read_text().splitlines():
+            qid, q0, doc, rank, score, tag = line.split()
+            assert q0 == "Q0" and tag == f"medkb-{mode}" and int(rank) >= 1
+            trec.setdefault(qid, {})[doc] = float(score)
+        scored = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recip_rank"}).evaluate(trec)
+        rows = [r.split("\t") for r in paths[f"{mode}.perquery"].read_text().splitlines()]
+        assert rows[0] == ["qid", "ndcg@10", "recall@10", "recall@100", "mrr@10"] and len(rows) == 13
+        for qid, ndcg, *_ in rows[1:]:
+            assert float(ndcg) == pytest.approx(scored[qid]["ndcg_cut_10"], abs=1e-6), (mode, qid)
+        mean = sum(scored[q]["ndcg_cut_10"] for q in judged) / len(judged)
+        assert run.modes[mode].metrics["ndcg@10"] == pytest.approx(mean, abs=1e-4)
+
+
+def test_compare_tests_two_runs_for_a_significant_difference(run: RetrievalRun, tmp_path: Path) -> None:
+    from scipy.stats import ttest_rel
+
+    from medkb.eval.compare import paired_test
+
+    data = run.to_json()
+    a = {**data, "modes": {"x": data["modes"]["graph"]}, "per_query": {"x": data["per_query"]["graph"]}}
+    b = {**data, "modes": {"x": data["modes"]["hybrid"]}, "per_query": {"x": data["per_query"]["hybrid"]}}
+    (r,) = paired_test(a, b)
+    qa, qb = data["per_query"]["graph"]["ndcg@10"], data["per_query"]["hybrid"]["ndcg@10"]
+    assert r.queries == 12 and r.p_value == pytest.approx(ttest_rel([qb[q] for q in qa], list(qa.values())).pvalue)
+    assert paired_test(a, a)[0].p_value == 1.0
+    for i, (x, y) in enumerate(((a, b), (b, a))):
+        (tmp_path / f"a{i}.json").write_text(json.dumps(x))
+        (tmp_path / f"b{i}.json").write_text(json.dumps(y))
+    # Hybrid against graph-only on the same queries: hybrid is the better run, graph the significantly worse.
+    assert r.diff > 0 and r.p_value < 0.05
+    res = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a0.json"), str(tmp_path / "b0.json"),
+                                   "--tolerance", "1", "--alpha", "0.05"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "significantly better" in res.output
+    res = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a1.json"), str(tmp_path / "b1.json"),
+                                   "--tolerance", "1", "--alpha", "0.05"], env={"COLUMNS": "200"})
+    assert res.exit_code == 1 and "significantly worse" in res.output
 
 
 def test_cli_retrieval_reuses_a_db_idempotently(  # type: ignore[no-untyped-def]

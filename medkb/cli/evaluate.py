@@ -235,12 +235,16 @@ def compare_cmd(
     latency_tolerance: Annotated[Optional[float], typer.Option("--latency-tolerance", help="Allowed relative "
                                                                "latency increase (0.5 = 50 %); off by "
                                                                "default.")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Also test each mode for a significant "
+                                                   "difference: paired t-test over per-query nDCG@10; exit 1 "
+                                                   "when B is worse with p < alpha.")] = None,
 ) -> None:
-    """Print B - A for every mode and metric; exit 1 when any quality metric regressed beyond the tolerance.
+    """Print B - A for every mode and metric; exit 1 when any quality metric regressed beyond the tolerance
+    (or, with --alpha, when B is significantly worse by a paired test over the queries).
 
-    Example: medkb eval compare baseline.json candidate.json --tolerance 0.01
+    Example: medkb eval compare baseline.json candidate.json --tolerance 0.01 --alpha 0.05
     """
-    from medkb.eval.compare import comparable, compare, format_table, load_run
+    from medkb.eval.compare import comparable, compare, format_table, load_run, paired_test
 
     a, b = load_run(run_a), load_run(run_b)
     for w in comparable(a, b):
@@ -251,10 +255,25 @@ def compare_cmd(
         t.add_row(*row, style="red" if row[-1] else None)
     console.print(t)
     bad = [d for d in deltas if d.regression]
-    if bad:
-        console.print(f"{len(bad)} regression(s) beyond tolerance {tolerance}")
+    worse = []
+    if alpha is not None:
+        if not 0 < alpha < 1:
+            raise InvalidInput(f"--alpha must be between 0 and 1 (got {alpha})")
+        tests = paired_test(a, b)
+        pt = Table("mode", "queries", "nDCG@10 A", "nDCG@10 B", "B - A", "p (paired t)", "")
+        for r in tests:
+            verdict = "significantly worse" if r.worse(alpha) else ("significantly better" if r.p_value < alpha
+                                                                    else "")
+            pt.add_row(r.mode, str(r.queries), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.diff:+.4f}",
+                       f"{r.p_value:.4g}", verdict, style="red" if r.worse(alpha) else None)
+        console.print(pt)
+        worse = [r for r in tests if r.worse(alpha)]
+    if bad or worse:
+        console.print(f"{len(bad)} regression(s) beyond tolerance {tolerance}"
+                      + (f"; {len(worse)} mode(s) significantly worse at alpha {alpha}" if alpha is not None else ""))
         raise typer.Exit(1)
-    console.print(f"no regression beyond tolerance {tolerance}")
+    console.print(f"no regression beyond tolerance {tolerance}"
+                  + (f" and no mode significantly worse at alpha {alpha}" if alpha is not None else ""))
 
 
 def register(app: typer.Typer) -> None:

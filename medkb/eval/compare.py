@@ -1,4 +1,4 @@
-"""Compare two run JSON files metric by metric and flag regressions beyond a tolerance."""
+"""Compare two run JSON files: metric by metric against a tolerance, and by a paired test over per-query nDCG@10."""
 
 from __future__ import annotations
 
@@ -84,3 +84,48 @@ def format_table(deltas: list[Delta]) -> list[list[str]]:
 
     return [[d.mode, d.metric, f(d.a), f(d.b), "-" if d.diff is None else f"{d.diff:+.4f}",
              "REGRESSION" if d.regression else ""] for d in deltas]
+
+
+@dataclass(frozen=True)
+class Paired:
+    """B against A on the queries both runs judged: means, and the two-sided paired t-test's p-value."""
+
+    mode: str
+    metric: str
+    queries: int
+    mean_a: float
+    mean_b: float
+    p_value: float
+
+    @property
+    def diff(self) -> float:
+        return self.mean_b - self.mean_a
+
+    def worse(self, alpha: float) -> bool:
+        return self.diff < 0 and self.p_value < alpha
+
+
+def paired_test(a: dict[str, Any], b: dict[str, Any], metric: str = "ndcg@10") -> list[Paired]:
+    """A paired t-test (scipy.stats.ttest_rel) of B against A over per-query ``metric``, for every mode both
+    runs have; queries judged in only one run are left out. Runs without per-query figures are an error."""
+    from scipy.stats import ttest_rel
+
+    out: list[Paired] = []
+    for mode in [m for m in a["modes"] if m in b["modes"]]:
+        pa, pb = (_per_query(run, mode, metric, name) for run, name in ((a, "A"), (b, "B")))
+        common = sorted(set(pa) & set(pb))
+        if len(common) < 2:
+            raise InvalidInput(f"mode {mode}: the runs share {len(common)} judged queries; a paired test needs 2+")
+        x, y = [pa[q] for q in common], [pb[q] for q in common]
+        same = all(abs(i - j) < 1e-12 for i, j in zip(x, y))
+        p = 1.0 if same else float(ttest_rel(y, x).pvalue)
+        out.append(Paired(mode, metric, len(common), sum(x) / len(x), sum(y) / len(y), p))
+    return out
+
+
+def _per_query(run: dict[str, Any], mode: str, metric: str, name: str) -> dict[str, float]:
+    values = ((run.get("per_query") or {}).get(mode) or {}).get(metric)
+    if not isinstance(values, dict) or not values:
+        raise InvalidInput(f"run {name} has no per-query {metric} for mode {mode}; re-run `medkb eval retrieval` "
+                           "with this version to record them")
+    return {str(q): float(v) for q, v in values.items()}

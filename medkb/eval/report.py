@@ -10,19 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from medkb.eval.runner import HEADLINE, RetrievalRun
+from medkb.eval.trec import write_per_query, write_run
 
 COLORS = {"hybrid": "#4c72b0", "bm25": "#dd8452", "dense": "#55a868", "graph": "#c44e52"}
 
 
 def write_all(run: RetrievalRun, json_path: str | Path) -> dict[str, Path]:
-    """``OUT.json`` plus ``OUT.md`` and ``OUT.html`` beside it (same stem)."""
+    """``OUT.json`` plus ``OUT.md`` and ``OUT.html`` beside it (same stem), and per mode a TREC run file
+    ``OUT.MODE.run`` and a per-query table ``OUT.MODE.perquery.tsv`` (check them with trec_eval)."""
     p = Path(json_path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(run.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     md, page = p.with_suffix(".md"), p.with_suffix(".html")
     md.write_text(markdown(run), encoding="utf-8")
     page.write_text(html_report(run), encoding="utf-8")
-    return {"json": p, "md": md, "html": page}
+    out = {"json": p, "md": md, "html": page}
+    for mode, r in run.modes.items():
+        out[f"{mode}.run"] = write_run(p.with_suffix(f".{mode}.run"), r.run, f"medkb-{mode}")
+        out[f"{mode}.perquery"] = write_per_query(p.with_suffix(f".{mode}.perquery.tsv"), r.per_query)
+    return out
 
 
 def _table_rows(run: RetrievalRun) -> list[list[str]]:

@@ -39,6 +39,7 @@ class ModeResult:
     run: dict[str, list[str]]  # query id -> document ids, best first
     ndcg_per_query: dict[str, float]
     seconds: float
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> judged query -> value
 
 
 @dataclass
@@ -49,8 +50,11 @@ class RetrievalRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """Metrics per mode, the configuration, and each judged query's nDCG@10 per mode (for paired tests)."""
         return {"dataset": self.dataset, "modes": {m: r.metrics for m, r in self.modes.items()},
-                "config": self.config}
+                "config": self.config,
+                "per_query": {m: {"ndcg@10": {q: round(v, 6) for q, v in r.ndcg_per_query.items()}}
+                              for m, r in self.modes.items()}}
 
 
 def check_modes(modes: Sequence[str]) -> list[str]:
@@ -72,7 +76,8 @@ def score_run(mode: str, run: dict[str, list[str]], qrels: dict[str, dict[str, i
     metrics["queries"] = len(run)
     curve = {k: round(v, 4) for k, v in
              zip(CURVE_KS, evaluate(run, qrels, [f"recall@{k}" for k in CURVE_KS]).values())}
-    return ModeResult(mode, metrics, curve, latencies_ms, run, per_query(run, qrels, "ndcg@10"), seconds)
+    pq = {m: per_query(run, qrels, m) for m in HEADLINE}
+    return ModeResult(mode, metrics, curve, latencies_ms, run, pq["ndcg@10"], seconds, pq)
 
 
 def ingest_corpus(store: KnowledgeStore, settings: Settings, corpus: Path, source: str,
