@@ -232,6 +232,14 @@ def test_sign_in_ask_cite_and_switch_to_chinese(page: Any, server: str, kb: Cons
     shot(page, "05-chinese")
     page.get_by_label("语言").select_option("en")
 
+    # Nothing relevant: labelled "No evidence", no citation, never dressed up as an answer.
+    page.get_by_label("Question").fill("Which cryptocurrency wallet supports lightning payments?")
+    page.get_by_label("Question").press("Enter")
+    none = page.locator(".msg.bot").last
+    expect(none.locator(".mode")).to_have_attribute("data-mode", "no_evidence", timeout=60_000)
+    expect(none.locator(".mode")).to_contain_text("No evidence")
+    expect(none.locator("button.cite")).to_have_count(0)
+
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('medkb.key')") is None
