@@ -74,7 +74,8 @@ class GraphGenerator:
             return []
         view = self._view(filters.tenant_id)
         seeds = [e["entity_id"] for e in linked]
-        ppr: dict[int, float] = dict(view.personalized_pagerank(seeds, hops=self.hops, top=self.top_entities))
+        g = view.subgraph(seeds, self.hops)
+        ppr: dict[int, float] = dict(view.personalized_pagerank(seeds, top=self.top_entities, g=g))
         # A chunk naming a query entity outranks one reached through a hop, whatever PageRank says.
         top = max(ppr.values(), default=1.0)
         for s in seeds:
@@ -97,8 +98,9 @@ class GraphGenerator:
             if cid not in best or s > best[cid][0]:
                 best[cid] = (s, eid)
         ranked = sorted(score, key=lambda c: (-score[c], c))[:n]
-        names = self._names({best[c][1] for c in ranked} | set(seeds))
-        paths = self._paths(view, seeds, [best[c][1] for c in ranked], names)
+        paths = self._paths(g, seeds, [best[c][1] for c in ranked])
+        names = self._names({best[c][1] for c in ranked} | {x for p in paths.values() for x in p})
+        paths = {t: _render(p, g, names) for t, p in paths.items()}
         return [
             Candidate(c, score[c], {"entity_id": best[c][1], "entity": names.get(best[c][1]),
                                     "path": paths.get(best[c][1])})
@@ -111,30 +113,31 @@ class GraphGenerator:
         with self.store.engine.connect() as c:
             return {i: n for i, n in c.execute(select(m.Entity.id, m.Entity.name).where(m.Entity.id.in_(ids)))}
 
-    def _paths(self, view: Any, seeds: list[int], targets: list[int],
-               names: dict[int, str]) -> dict[int, list[str]]:
-        """Seed → reached entity as entity names: the reason a chunk came out of the graph."""
-        out: dict[int, list[str]] = {}
+    def _paths(self, g: Any, seeds: list[int], targets: list[int]) -> dict[int, list[int]]:
+        """Seed → reached entity through the neighbourhood PageRank walked (in memory, no query): the reason
+        a chunk came out of the graph."""
+        import networkx as nx
+
+        out: dict[int, list[int]] = {}
         for t in dict.fromkeys(targets):
             if len(out) >= _MAX_PATHS:
                 break
             if t in seeds:
-                out[t] = [names.get(t, str(t))]
+                out[t] = [t]
                 continue
             for s in seeds:
-                try:
-                    p = view.path(s, t, max_hops=max(self.hops, 1))
-                except Exception:  # noqa: BLE001 - a missing path must not fail the search
-                    p = None
-                if p is not None:
-                    out[t] = _render(p)
-                    break
+                if s in g and t in g:
+                    try:
+                        out[t] = nx.shortest_path(g, s, t)
+                        break
+                    except nx.NetworkXNoPath:
+                        continue
         return out
 
 
-def _render(p: Any) -> list[str]:
-    """A GraphPath as alternating names and relations: ["metformin", "treats", "type 2 diabetes"]."""
-    out = [p.nodes[0].name]
-    for e, n in zip(p.edges, p.nodes[1:]):
-        out += [e.relation, n.name]
+def _render(nodes: list[int], g: Any, names: dict[int, str]) -> list[str]:
+    """A path as alternating names and relations: ["metformin", "treats", "type 2 diabetes"]."""
+    out = [names.get(nodes[0], str(nodes[0]))]
+    for a, b in zip(nodes, nodes[1:]):
+        out += [g.edges[a, b].get("relation", ""), names.get(b, str(b))]
     return out

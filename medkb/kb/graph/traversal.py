@@ -215,12 +215,14 @@ class GraphView:
         return g
 
     def personalized_pagerank(self, seed_ids: Iterable[int], hops: int = 2, top: int = 50,
-                              relations: Sequence[str] | None = None, alpha: float = 0.85) -> dict[int, float]:
-        """PageRank restarted at the seeds over their ``hops`` neighbourhood: {entity id: score}, best first."""
+                              relations: Sequence[str] | None = None, alpha: float = 0.85,
+                              g: nx.Graph | None = None) -> dict[int, float]:
+        """PageRank restarted at the seeds over their ``hops`` neighbourhood (or over ``g``, a ``subgraph``
+        the caller built and reuses, e.g. for paths): {entity id: score}, best first."""
         seeds = list(dict.fromkeys(seed_ids))
         if not seeds:
             return {}
-        g = self.subgraph(seeds, hops, relations)
+        g = self.subgraph(seeds, hops, relations) if g is None else g
         if g.number_of_edges() == 0:
             return {s: 1.0 / len(seeds) for s in seeds[:top]}
         pr = nx.pagerank(g, alpha=alpha, personalization={s: 1.0 for s in seeds if s in g}, weight="weight")
