@@ -50,7 +50,11 @@ def main() -> int:
     from medkb.settings import GateSettings, Settings
 
     settings = Settings().with_database(args.db)
-    settings = settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": None})})
+    # Evidence mode; latency is measured here, not the per-key rate-limit policy.
+    settings = settings.model_copy(update={
+        "llm": settings.llm.model_copy(update={"model": None}),
+        "api": settings.api.model_copy(update={"rate_limit_answers": "1000000/minute",
+                                               "rate_limit_search": "1000000/minute"})})
     store = open_store(settings.database)
     _, key = create_key(store, "demo", "clinician", name="bench-gate")
     h = {"Authorization": f"Bearer {key}"}
