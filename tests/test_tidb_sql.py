@@ -164,3 +164,16 @@ def test_selective_filter_takes_the_exact_path_and_zero_vectors_score_zero(tidb_
     hits = store.vector_search(np.ones(8, dtype=np.float32), 5, SearchFilters(tenant_id="h1"))
     assert [round(h.score, 5) for h in hits] == [1.0, 0.0]
     assert len(statements) == 1 and "coalesce" in statements[0].lower()
+
+
+def test_redundant_fk_indexes_are_ours_beside_tidbs() -> None:
+    """TiDB keeps the index it made for a foreign key beside medkb's ix_* on the same column."""
+    rows = [
+        ("chunks", "PRIMARY", "id", 1),
+        ("chunks", "fk_1", "document_id", 1), ("chunks", "ix_chunks_document_id", "document_id", 1),
+        ("chunks", "ix_chunks_tenant_id", "tenant_id", 1),
+        ("chunks", "uq_chunks_doc_ordinal", "document_id", 1), ("chunks", "uq_chunks_doc_ordinal", "ordinal", 2),
+        ("edges", "ix_edges_src", "source_entity_id", 1), ("edges", "ix_edges_src", "relation", 2),
+        ("edges", "fk_2", "source_entity_id", 1),
+    ]
+    assert tidb.redundant_fk_indexes(rows) == [("chunks", "ix_chunks_document_id")]

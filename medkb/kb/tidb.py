@@ -31,6 +31,36 @@ FIRST_MULTIPLIER = 4
 MAX_CANDIDATES = 10_000
 
 
+def redundant_fk_indexes(rows: list[tuple[str, str, str, int]]) -> list[tuple[str, str]]:
+    """(table, index) pairs to drop: medkb's own single-column ``ix_*`` index where TiDB also holds an
+    index it created for a foreign key on the same column (MySQL drops its own in that case; TiDB keeps
+    both, so every insert maintained two). ``rows``: information_schema.statistics (table_name,
+    index_name, column_name, seq_in_index) of this database."""
+    columns: dict[tuple[str, str], list[str]] = {}
+    for table, index, column, _seq in rows:
+        columns.setdefault((table, index), []).append(column)
+    single: dict[tuple[str, str], list[str]] = {}
+    for (table, index), cols in columns.items():
+        if len(cols) == 1 and index != "PRIMARY":
+            single.setdefault((table, cols[0]), []).append(index)
+    return sorted(
+        (table, index)
+        for (table, _col), indexes in single.items() if len(indexes) > 1
+        for index in indexes if index.startswith("ix_") and any(not i.startswith("ix_") for i in indexes)
+    )
+
+
+def drop_redundant_fk_indexes(conn) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Drop what ``redundant_fk_indexes`` finds in the connection's database (TiDB only)."""
+    rows = conn.execute(text(
+        "SELECT table_name, index_name, column_name, seq_in_index FROM information_schema.statistics "
+        "WHERE table_schema = DATABASE()")).all()
+    drop = redundant_fk_indexes([tuple(r) for r in rows])
+    for table, index in drop:
+        conn.execute(text(f"ALTER TABLE `{table}` DROP INDEX `{index}`"))
+    return drop
+
+
 def vector_literal(q: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in q.tolist()) + "]"
 

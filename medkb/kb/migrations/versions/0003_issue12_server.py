@@ -55,6 +55,9 @@ def upgrade() -> None:
     for table, column, nullable in TIMESTAMPS:
         op.alter_column(table, column, type_=DATETIME(fsp=6), existing_nullable=nullable)
     if _flavor() == "tidb":
+        from medkb.kb.tidb import drop_redundant_fk_indexes
+
+        drop_redundant_fk_indexes(bind)
         return  # TiDB has no triggers: the restricted application user (medkb init --app-user) instead
     for verb in ("UPDATE", "DELETE"):
         name = f"audit_log_no_{verb.lower()}"
