@@ -107,6 +107,7 @@ class TiDBStore(KnowledgeStore):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.vector_index: bool | None = None
+        self._count_cache: tuple[int, int] = (-1, 0)
 
     def ensure_vector_index(self) -> bool:
         """Create the HNSW cosine index on chunks.embedding; without TiFlash, log once and go on."""
@@ -140,7 +141,7 @@ class TiDBStore(KnowledgeStore):
         allowed = self.allowed_chunk_ids(filters).size
         if allowed == 0:
             return []
-        total = self.count("chunks")
+        total = self._chunk_count()
         if allowed <= EXACT_MAX_ROWS or allowed <= EXACT_MAX_SHARE * total:
             return self._run(exact_query(qtext, filters, k))
         n = k * FIRST_MULTIPLIER
@@ -149,6 +150,13 @@ class TiDBStore(KnowledgeStore):
             if len(hits) >= min(k, allowed) or n >= total or n >= MAX_CANDIDATES:
                 return hits
             n = min(n * FIRST_MULTIPLIER, MAX_CANDIDATES)
+
+    def _chunk_count(self) -> int:
+        """COUNT(*) of chunks, once per generation (not once per search)."""
+        gen = self.generation()
+        if self._count_cache[0] != gen:
+            self._count_cache = (gen, self.count("chunks"))
+        return self._count_cache[1]
 
     def _run(self, stmt: Select) -> list[VectorHit]:
         with self.session() as s:
