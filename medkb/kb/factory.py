@@ -53,10 +53,11 @@ def open_store(db: DatabaseSettings) -> KnowledgeStore:
             configure_sqlite(engine)
             return SQLiteStore(engine)
         engine = create_engine(
-            # No ping per checkout and no ROLLBACK after every COMMIT: each is one more round trip per
-            # transaction. Idle connections are recycled after 300 s instead, and a connection the
-            # server dropped anyway (2006/2013) is retried like a deadlock (kb/dberrors.py).
-            url, echo=db.echo, pool_size=db.pool_size, pool_recycle=300, pool_reset_on_return=None,
+            # No ROLLBACK after every COMMIT (one more round trip per transaction: every medkb unit of
+            # work ends its own transaction). The ping per checkout stays: a server restart must not
+            # fail the next search; a connection lost mid-write (2006/2013) is retried like a deadlock.
+            url, echo=db.echo, pool_size=db.pool_size, pool_pre_ping=True, pool_recycle=300,
+            pool_reset_on_return=None,
             connect_args=connect_args(db),
         )
     except NoSuchModuleError as exc:
