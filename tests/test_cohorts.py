@@ -322,3 +322,21 @@ def test_export_read_back_into_duckdb_is_counted_by_circe_as_medkb_counts(eunomi
     assert (want["persons"], want["entries"]) == (c.persons, c.entries)
     assert manifest["released"]["cohort"]["persons"] in (c.persons, "<11")  # the manifest releases only suppressed
     assert manifest["files"]["cohort.csv"]["rows"] == c.entries
+
+
+def test_cli_members_and_export_are_audited(eunomia_kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from medkb.api import audit
+
+    store, db, _ = eunomia_kb
+    defn = str(Path(__file__).parent / "cohorts" / "eunomia_gi_bleed.json")
+    out = CliRunner().invoke(app, ["--db", f"sqlite:///{db}", "cohort", "members", defn, "--tenant", TENANT])
+    assert out.exit_code == 0, out.output
+    assert len(json.loads(out.output)["members"]) == 479
+    out = CliRunner().invoke(app, ["--db", f"sqlite:///{db}", "cohort", "export", defn, "--tenant", TENANT,
+                                   "--out", str(tmp_path / "study")])
+    assert out.exit_code == 0, out.output
+    manifest = json.loads((tmp_path / "study" / "manifest.json").read_text())
+    assert manifest["files"]["person.csv"]["rows"] == 479
+    cli_rows = [r for r in audit.rows(store, TENANT) if r["actor"] == "cli"]
+    assert [r["action"] for r in cli_rows][-2:] == ["cohort_members", "cohort_export"]
+    assert all(r["detail"]["definition_hash"] == manifest["definition_hash"] for r in cli_rows[-2:])

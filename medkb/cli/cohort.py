@@ -99,4 +99,53 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(run(c.store, _load(definition), tenant,
                                   threshold=min_cell_count or c.settings.cohort.min_cell_count), indent=2))
 
+    @cohort.command("members")
+    def members(
+        ctx: typer.Context,
+        definition: Annotated[Path, typer.Argument(help="A Circe cohort definition (ATLAS JSON export).")],
+        tenant: Annotated[str, typer.Option("--tenant", help="The one tenant whose members are listed.")],
+    ) -> None:
+        """Pseudonymous members with cohort dates and failed rules (operator's CLI = admin; audited).
+
+        Example: medkb cohort members def.json --tenant research > members.json
+        """
+        from medkb.api import audit
+        from medkb.api.auth import Principal
+        from medkb.cohorts import engine
+        from medkb.cohorts.definition import parse_definition
+
+        store = get_ctx(ctx).store
+        d = parse_definition(_load(definition))
+        audit.record(store, Principal("cli", tenant, "admin"), "cohort_members", endpoint="cli:cohort members",
+                     patient_id=None, detail={"definition_hash": d.hash})
+        run = engine.generate(store, d, tenant)
+        eras = engine.members(store, d, run)
+        typer.echo(json.dumps({"definition_hash": d.hash, "members": [
+            {"person_id": p, "cohort_start_date": str(a), "cohort_end_date": str(b)} for p, a, b in eras],
+            "failed_rules": engine.failed_rules(store, d, run)}, indent=2))
+
+    @cohort.command("export")
+    def export(
+        ctx: typer.Context,
+        definition: Annotated[Path, typer.Argument(help="A Circe cohort definition (ATLAS JSON export).")],
+        tenant: Annotated[str, typer.Option("--tenant", help="The one tenant whose members are exported.")],
+        out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the dataset.")],
+        fmt: Annotated[str, typer.Option("--format", help="csv | parquet")] = "csv",
+    ) -> None:
+        """The members' de-identified rows as an OMOP CDM (CSV or Parquet) with manifest.json (audited).
+
+        Example: medkb cohort export def.json --tenant research --out study-42 --format parquet
+        """
+        from medkb.api import audit
+        from medkb.api.auth import Principal
+        from medkb.cohorts.definition import parse_definition
+        from medkb.cohorts.export import export as run
+
+        c = get_ctx(ctx)
+        d = parse_definition(_load(definition))
+        audit.record(c.store, Principal("cli", tenant, "admin"), "cohort_export", endpoint="cli:cohort export",
+                     patient_id=None, detail={"definition_hash": d.hash, "format": fmt})
+        manifest = run(c.store, d, tenant, out, fmt=fmt, threshold=c.settings.cohort.min_cell_count)
+        console.print(f"exported {len(manifest['files'])} tables to {out}; manifest.json lists rows and sha256")
+
     app.add_typer(cohort, name="cohort")
