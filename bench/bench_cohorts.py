@@ -75,7 +75,8 @@ def main() -> None:
 
             conftest.MARIADB_SERVER = args.mariadb
             t0 = time.perf_counter()
-            stores["mariadb"], _ = ingest_eunomia_from(cdm, conftest.create_mariadb_database())
+            maria_url = conftest.create_mariadb_database()
+            stores["mariadb"], _ = ingest_eunomia_from(cdm, maria_url)
             row["ingest_mariadb_s"] = round(time.perf_counter() - t0, 1)
         oracle = CirceOracle(work, cdm=cdm)
         per: dict[str, dict[str, float]] = {}
@@ -87,6 +88,10 @@ def main() -> None:
             for label, st in stores.items():
                 per[name][label] = round(time_medkb(st, d), 3)
         oracle.close()
+        for st in stores.values():
+            st.close()
+        if args.mariadb:
+            conftest.drop_mariadb_database(maria_url)
         row["definitions"] = per
         for col in ["duckcdm", *stores]:
             row[f"total_{col}_s"] = round(sum(v[col] for v in per.values()), 2)
