@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from medkb.eval.datasets import load_beir  # noqa: E402
+from medkb.ingest.chunker import Budget  # noqa: E402
 from medkb.ingest.corpora import iter_items  # noqa: E402
 from medkb.ingest.pipeline import ingest_documents, to_document  # noqa: E402
 from medkb.kb.embeddings import load_embedder  # noqa: E402
@@ -77,12 +78,13 @@ def corpus_slice(n: int, tmp: Path) -> Path:
 
 def embedder_for(corpus: Path, cache: Path) -> CachedEmbedder:
     """Chunk exactly as the pipeline does, embed every chunk text once (cached on disk)."""
+    model = load_embedder(MODEL)
+    budget = Budget.for_embedder(model)  # as ingest_documents sizes chunks
     texts = sorted({c.text for item in iter_items([corpus], "beir") if not isinstance(item, Exception)
                     for c in to_document(item, tenant_id="public", source="bioasq-dev", doc_type="literature",
-                                         lang="en", version="1", effective_date=None).chunks})
+                                         lang="en", version="1", effective_date=None, budget=budget).chunks})
     key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:12]
     path = cache / f"bioasq-{MODEL}-{key}.npy"
-    model = load_embedder(MODEL)
     if path.exists():
         vecs = np.load(path)
         print(f"embeddings: {len(texts)} chunk texts reused from {path}")
