@@ -41,6 +41,11 @@ class DatabaseUnavailable(MedkbError):
     exit_code = 3
 
 
+class StorageError(DatabaseUnavailable):
+    """The database cannot write at all: its disk is full or it is read-only. Stops a run (every later write
+    would fail the same way); what was committed before stays intact."""
+
+
 class DatabaseBusy(DatabaseUnavailable):
     """A transient conflict (deadlock, write conflict, lock wait): retried a bounded number of times."""
 
@@ -102,7 +107,7 @@ class PermissionDenied(MedkbError):
 
 class RateLimited(MedkbError):
     http_status = 429
-    exit_code = 8
+    exit_code = 9
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)

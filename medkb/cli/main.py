@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from medkb import __version__
 from medkb.cli.context import CLIContext, get_ctx
@@ -153,9 +153,12 @@ def main() -> None:
         err.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except SQLAlchemyError as exc:
-        err.print(f"error: {DatabaseUnavailable(str(getattr(exc, 'orig', exc)).splitlines()[0]).message}",
-                  markup=False, highlight=False, soft_wrap=True)
-        sys.exit(DatabaseUnavailable.exit_code)
+        from medkb.kb.dberrors import classify
+
+        known = classify(exc) if isinstance(exc, DBAPIError) else DatabaseUnavailable(
+            str(getattr(exc, "orig", exc)).splitlines()[0])
+        err.print(f"error: {known.message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(known.exit_code)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from medkb.errors import BadRecord, InvalidInput, MedkbError
+from medkb.errors import BadRecord, InvalidInput, MedkbError, StorageError
 from medkb.ingest.chunker import Budget, chunk_sections
 from medkb.ingest.corpora import FORMATS, iter_items
 from medkb.ingest.documents import ParsedDoc
 from medkb.kb import models as m
+from medkb.kb.dberrors import classify
 from medkb.kb.embeddings import Embedder
 from medkb.kb.records import AddStatus, ChunkIn, DocumentIn
 from medkb.kb.store import KnowledgeStore
@@ -189,10 +190,14 @@ class DocumentWriter:
                     status, written = "unchanged", 0
                 if e.on_written is not None:
                     e.on_written(status)
+            except StorageError:
+                raise  # a full disk or a read-only database: every later write would fail too
             except MedkbError as exc:
                 self.fail(BadRecord(e.where, exc.message))
                 continue
             except SQLAlchemyError as exc:
+                if isinstance(exc, DBAPIError) and isinstance(classify(exc), StorageError):
+                    raise classify(exc) from exc
                 self.fail(BadRecord(e.where, f"database error: {str(getattr(exc, 'orig', exc))[:200]}"))
                 continue
             with self._lock:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from medkb.errors import ConfigError, DatabaseBusy, DatabaseError, DatabaseUnavailable, MedkbError
+from medkb.errors import ConfigError, DatabaseBusy, DatabaseError, DatabaseUnavailable, MedkbError, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +39,10 @@ HINTS = {
     8175: "the statement exceeded the server's memory quota",
 }
 ATTEMPTS = 4
+# The database cannot write: SQLite's SQLITE_FULL / SQLITE_READONLY, MySQL 1021 disk full, 1114 table full,
+# 1290 read-only server, the OS's ENOSPC / EROFS.
+_STORAGE = re.compile(r"disk is full|disk full|no space left|table .* is full|readonly database|read-only|"
+                      r"read only", re.I)
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -51,6 +56,10 @@ def classify(exc: DBAPIError) -> MedkbError:
     """The medkb error a failed statement means, by code (message first line, never a traceback)."""
     code = error_code(exc)
     first = str(getattr(exc, "orig", exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if code in (1021, 1114, 1290) or _STORAGE.search(first):
+        return StorageError(f"the database cannot write ({first}); everything committed before this point is "
+                            "intact and nothing of the failed write was kept: free space or make the database "
+                            "writable, then run the same command again to finish")
     if code in RETRYABLE:
         return DatabaseBusy(f"database busy ({RETRYABLE[code]}, code {code}): {first}", code)
     if code == 2003 and ("CERTIFICATE_VERIFY_FAILED" in first or "SSL" in first):
