@@ -69,6 +69,7 @@ def main() -> None:
         sqlite, rep = ingest_eunomia_from(cdm, f"sqlite:///{work / 'kb.db'}")
         row = {"scale": n, "persons": rep.added, "conditions": sqlite.count("conditions"),
                "drugs": sqlite.count("medications"), "ingest_sqlite_s": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(row), flush=True)
         stores = {"sqlite": sqlite}
         if args.mariadb:
             from tests import conftest
@@ -87,6 +88,7 @@ def main() -> None:
             per[name] = {"duckcdm": round(time.perf_counter() - t0, 3)}
             for label, st in stores.items():
                 per[name][label] = round(time_medkb(st, d), 3)
+            print(f"  x{n} {name:45s} " + "  ".join(f"{c}={t:.3f}s" for c, t in per[name].items()), flush=True)
         oracle.close()
         for st in stores.values():
             st.close()
@@ -98,8 +100,6 @@ def main() -> None:
             row[f"slowest_{col}_s"] = max((v[col], k) for k, v in per.items())
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "definitions"}), flush=True)
-        for k, v in per.items():
-            print(f"  {k:45s} " + "  ".join(f"{c}={t:.3f}s" for c, t in v.items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
