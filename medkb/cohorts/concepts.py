@@ -108,6 +108,8 @@ class ConceptResolver:
                         if child not in ents:
                             ents.add(child)
                             stack.append(child)
+            if it.mapped:  # Circe: the (non-standard) concepts that map to this item's concepts
+                ents |= {src for e in list(ents) for src in mapped.get(e, ())}
             return ents, set()
 
         inc_e: set[int] = set()
@@ -122,11 +124,7 @@ class ConceptResolver:
             else:
                 inc_e |= e
                 inc_l |= loose
-        ents = inc_e - exc_e
-        if any(it.mapped and not it.excluded for it in cs.items):
-            for e in list(ents):
-                ents |= mapped.get(e, set())
-        return ents, inc_l - exc_l
+        return inc_e - exc_e, inc_l - exc_l
 
 
 def resolve_concept_sets(store: KnowledgeStore, sets: tuple[ConceptSet, ...]) -> dict[int, Codes]:
