@@ -183,3 +183,70 @@ def test_a_read_only_database_is_a_clear_error_and_changes_nothing(corpus: Path,
         assert snapshot(db) == before
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _server_snapshot(url: str) -> dict[str, object]:
+    """The same view as ``snapshot`` on a MySQL-family database (through SQLAlchemy)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as c:
+            docs = c.execute(text("SELECT external_id, version, content_hash, superseded FROM documents "
+                                  "ORDER BY external_id, version")).all()
+            chunks = c.execute(text("SELECT d.external_id, c.ordinal, c.text, c.token_count, length(c.embedding) "
+                                    "FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                    "ORDER BY d.external_id, c.ordinal")).all()
+            mentions = c.execute(text("SELECT d.external_id, c.ordinal, m.entity_id FROM mentions m JOIN chunks c "
+                                      "ON c.id = m.chunk_id JOIN documents d ON d.id = c.document_id "
+                                      "ORDER BY 1, 2, 3")).all()
+            tables = [t for (t,) in c.execute(text("SHOW TABLES"))
+                      if t not in ("kb_meta", "alembic_version", "audit_log")]
+            counts = {t: c.execute(text(f"SELECT count(*) FROM `{t}`")).scalar() for t in tables}
+    finally:
+        engine.dispose()
+    return {"documents": [tuple(r) for r in docs], "chunks": [tuple(r) for r in chunks],
+            "mentions": [tuple(r) for r in mentions], "counts": counts}
+
+
+def _server(url: str, *args: str, wait: bool = True) -> subprocess.Popen | str:  # type: ignore[type-arg]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MEDKB_DATABASE_URL": url}
+    p = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", *args], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return p
+    out, errs = p.communicate(timeout=600)
+    assert p.returncode == 0, out + errs
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run_on_mariadb(corpus: Path, mariadb_url: str) -> None:
+    from tests.conftest import create_mariadb_database, drop_mariadb_database
+
+    clean_url = create_mariadb_database()
+    try:
+        for url in (clean_url, mariadb_url):
+            _server(url, "init")
+            _server(url, "ingest", "ontology", "diseases-basic")
+        _server(clean_url, *ingest_args(corpus))
+        clean = _server_snapshot(clean_url)
+        p = _server(mariadb_url, *ingest_args(corpus), wait=False)
+        assert isinstance(p, subprocess.Popen)
+        deadline = time.monotonic() + 300
+        while p.poll() is None and time.monotonic() < deadline:
+            if len(_server_snapshot(mariadb_url)["documents"]) >= DOCS // 4:  # type: ignore[arg-type]
+                break
+            time.sleep(0.2)
+        assert p.poll() is None, "the ingest finished before it could be killed; raise DOCS"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed = _server_snapshot(mariadb_url)
+        assert DOCS // 4 <= len(killed["documents"]) < DOCS  # type: ignore[arg-type]
+        want = chunks_per_doc(clean)
+        assert all(want[ext] == k for ext, k in chunks_per_doc(killed).items())  # nothing half-written
+        _server(mariadb_url, *ingest_args(corpus))
+        assert _server_snapshot(mariadb_url) == clean
+    finally:
+        drop_mariadb_database(clean_url)
