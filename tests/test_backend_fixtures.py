@@ -3,31 +3,23 @@ touches only medkb's own tables."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from medkb.kb.factory import init_store, open_store
 from medkb.settings import DatabaseSettings
-from tests.conftest import ROOT, drop_medkb_tables
+from tests import conftest
+from tests.conftest import drop_medkb_tables
 
 
-def test_require_mariadb_turns_a_skip_into_a_failure(tmp_path: Path) -> None:
+def test_require_mariadb_turns_a_skip_into_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no server, a MariaDB test skips on a laptop and fails under MEDKB_REQUIRE_MARIADB=1 (CI)."""
-    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
-    (tmp_path / "test_probe.py").write_text("def test_needs_server(mariadb_url):\n    assert mariadb_url\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MEDKB_TEST_MARIADB_URL": "mysql+pymysql://root@127.0.0.1:1/"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-           str(tmp_path / "test_probe.py")]
-    skipped = subprocess.run(cmd, env={**env, "MEDKB_REQUIRE_MARIADB": ""}, capture_output=True, text=True,
-                             cwd=tmp_path)
-    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout + skipped.stderr
-    failed = subprocess.run(cmd, env={**env, "MEDKB_REQUIRE_MARIADB": "1"}, capture_output=True, text=True,
-                            cwd=tmp_path)
-    assert failed.returncode == 1 and "MEDKB_REQUIRE_MARIADB=1" in failed.stdout, failed.stdout
+    monkeypatch.setattr(conftest, "MARIADB_SERVER", "mysql+pymysql://root@127.0.0.1:1/")
+    for require, outcome in ((False, pytest.skip.Exception), (True, pytest.fail.Exception)):
+        monkeypatch.setattr(conftest, "_mariadb_down", [])
+        monkeypatch.setattr(conftest, "REQUIRE_MARIADB", require)
+        with pytest.raises(outcome, match="no MariaDB at mysql"):
+            conftest.create_mariadb_database()
 
 
 def test_drop_medkb_tables_leaves_other_tables_alone(mariadb_url: str) -> None:
