@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = 400
+DOCS = 200
 
 
 @pytest.fixture(scope="module")
