@@ -89,21 +89,16 @@ def load(base: str, key: str, qs: list[str], clients: int) -> dict[str, float]:
             "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "mean_ms": statistics.mean(lat)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", default=f"sqlite:///{ROOT / 'bench' / 'out' / 'api.db'}")
-    ap.add_argument("--requests", type=int, default=120, help="requests in the concurrent run (at most 150)")
-    ap.add_argument("--clients", type=int, default=8)
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def ensure_kb(db: str) -> tuple[str, str]:
+    """The sample knowledge base in ``db`` (built on first use, minutes): a fresh curator key and its embedding model."""
     from medkb.api.auth import create_key
     from medkb.kb.factory import open_store
     from medkb.sample.build import build_sample
     from medkb.settings import Settings
 
-    settings = Settings().with_database(args.db)
-    if args.db.startswith("sqlite:///"):
-        Path(args.db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    settings = Settings().with_database(db)
+    if db.startswith("sqlite:///"):
+        Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.database)
     try:
         empty = store.count("chunks") == 0
@@ -114,6 +109,17 @@ def main() -> int:
     _, key = create_key(store, "demo", "curator", name="bench")
     model = store.embedding_info()[0] or settings.embedding.model
     store.close()
+    return key, model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", default=f"sqlite:///{ROOT / 'bench' / 'out' / 'api.db'}")
+    ap.add_argument("--requests", type=int, default=120, help="requests in the concurrent run (at most 150)")
+    ap.add_argument("--clients", type=int, default=8)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    key, model = ensure_kb(args.db)
 
     # Distinct questions for each phase, so no phase is served from anything an earlier one warmed.
     every = queries(200)

