@@ -20,11 +20,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from medkb.errors import ConfigError, Conflict, DatabaseBusy, DatabaseError, DatabaseUnavailable
 from medkb.kb import dberrors
 from medkb.kb import models as m
-from medkb.kb import mysql_server, store as store_mod
+from medkb.kb import mysql_server, store_sources
 from medkb.kb.factory import create_app_user, init_store, open_store
 from medkb.kb.filters import SearchFilters
 from medkb.kb.records import ChunkIn, DocumentIn
-from medkb.kb.store import GENERATION_KEY, KnowledgeStore
+from medkb.kb.store import KnowledgeStore
+from medkb.kb.store_meta import GENERATION_KEY
 from medkb.settings import DatabaseSettings
 
 pytestmark = pytest.mark.mariadb
@@ -259,7 +260,7 @@ def test_delete_source_commits_in_batches(backend: str, tmp_path: Path, request:
     for i in range(7):
         store.add_document(doc(f"d{i}", n=2, source="big"))
     keep = store.add_document(doc("k", source="keep"))
-    monkeypatch.setattr(store_mod, "DELETE_BATCH", 3)
+    monkeypatch.setattr(store_sources, "DELETE_BATCH", 3)
     commits: list[int] = []
     event.listen(store.engine, "commit", lambda conn: commits.append(1))
     gen = store.generation()
