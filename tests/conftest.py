@@ -268,3 +268,18 @@ def eunomia_mariadb():  # type: ignore[no-untyped-def]
     finally:
         store.close()
         drop_mariadb_database(url)
+
+
+@pytest.fixture(scope="module")
+def kb():  # type: ignore[no-untyped-def]
+    """The API tests' real knowledge base (tests/test_api_kb.py), built once per test module that asks for it."""
+    from tests.test_api_kb import build_kb
+
+    return build_kb()
+
+
+@pytest.fixture(scope="module")
+def client(kb):  # type: ignore[no-untyped-def]
+    """A FastAPI TestClient over ``kb``'s app, for the module."""
+    with kb.client() as c:
+        yield c

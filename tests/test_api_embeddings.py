@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,20 +13,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from medkb.api import create_app
-from tests.test_api_kb import KB, auth, build_kb
+from tests.test_api_kb import KB, auth
 
 MODEL = "all-MiniLM-L6-v2"
-
-
-@pytest.fixture(scope="module")
-def kb() -> KB:
-    return build_kb()
-
-
-@pytest.fixture(scope="module")
-def client(kb: KB) -> Iterator[TestClient]:
-    with kb.client() as c:
-        yield c
 
 
 class _Server(uvicorn.Server):

@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from medkb.api import audit, create_app
-from tests.test_api_kb import KB, OTHER, auth, build_kb
+from tests.test_api_kb import KB, OTHER, auth
 
 Q = "Is multiple sclerosis associated with streptococcal infection?"
-
-
-@pytest.fixture(scope="module")
-def kb() -> KB:
-    return build_kb()
-
-
-@pytest.fixture(scope="module")
-def client(kb: KB) -> Iterator[TestClient]:
-    with kb.client() as c:
-        yield c
 
 
 def chat(question: str, **extra: Any) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from medkb.retrieval.retriever import build_retriever
 from medkb.sample.slicer import DATA
 from medkb.settings import GateSettings
 from tests.test_api_kb import KB, auth
-from tests.test_api_service import client, kb  # noqa: F401  (the shared module fixtures)
 
 ABSENT_EN = "Which cryptocurrency wallet supports lightning payments?"
 ABSENT_ZH = "哪个加密货币钱包支持闪电网络支付？"
