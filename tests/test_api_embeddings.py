@@ -3,41 +3,21 @@ the same vectors as medkb's own query embedding, 401 without a key, and a 4xx fo
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from medkb.api import create_app
+from tests.conftest import live_server
 from tests.test_api_kb import KB, auth
 
 MODEL = "all-MiniLM-L6-v2"
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # running in a thread
-        pass
-
-
 def test_openai_client_gets_the_vectors_medkb_searches_with(kb: KB, client: TestClient) -> None:
     from openai import AuthenticationError, OpenAI
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = _Server(uvicorn.Config(create_app(kb.settings, kb.store), host="127.0.0.1", port=port,
-                                    log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}/v1"
+    with live_server(create_app(kb.settings, kb.store)) as base:
         sdk = OpenAI(base_url=base, api_key=kb.keys["demo-clinician"], max_retries=0)
         texts = ["metformin and lactic acidosis", "Is multiple sclerosis associated with streptococcal infection?"]
         resp = sdk.embeddings.create(model=MODEL, input=texts)  # the SDK asks for base64 and decodes it
@@ -51,9 +31,6 @@ def test_openai_client_gets_the_vectors_medkb_searches_with(kb: KB, client: Test
         np.testing.assert_allclose(one.data[0].embedding, want[0], atol=1e-6)
         with pytest.raises(AuthenticationError):
             OpenAI(base_url=base, api_key="mk_x_y", max_retries=0).embeddings.create(model=MODEL, input="x")
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_needs_a_key(client: TestClient) -> None:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from medkb.api import audit, create_app
+from tests.conftest import live_server
 from tests.test_api_kb import KB, OTHER, auth
 
 Q = "Is multiple sclerosis associated with streptococcal infection?"
@@ -193,28 +192,11 @@ def test_no_phi_or_secrets_in_logs(kb: KB, client: TestClient, caplog: pytest.Lo
     assert pid not in logged and key.split("_")[2] not in logged and "methylprednisolone" not in logged
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # running in a thread
-        pass
-
-
 def test_openai_sdk_against_a_real_server(kb: KB) -> None:
-    import socket
-
     from openai import OpenAI
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = _Server(uvicorn.Config(create_app(kb.settings, kb.store), host="127.0.0.1", port=port,
-                                    log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        sdk = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=kb.keys["demo-clinician"], max_retries=0)
+    with live_server(create_app(kb.settings, kb.store)) as base:
+        sdk = OpenAI(base_url=base, api_key=kb.keys["demo-clinician"], max_retries=0)
         resp = sdk.chat.completions.create(model="medkb", messages=[{"role": "user", "content": Q}])
         content = resp.choices[0].message.content or ""
         citations = (resp.model_extra or {})["citations"]
@@ -229,13 +211,10 @@ def test_openai_sdk_against_a_real_server(kb: KB) -> None:
                 extra = chunk.model_extra or {}
         assert "".join(pieces) == content
         assert [c["chunk_id"] for c in extra["citations"]] == [c["chunk_id"] for c in citations]
-        bad = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="mk_x_y", max_retries=0)
+        bad = OpenAI(base_url=base, api_key="mk_x_y", max_retries=0)
         with pytest.raises(Exception) as err:
             bad.chat.completions.create(model="medkb", messages=[{"role": "user", "content": Q}])
         assert getattr(err.value, "status_code", None) == 401
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_keys_cli_create_list_revoke(kb: KB, client: TestClient) -> None:
