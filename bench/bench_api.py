@@ -38,6 +38,17 @@ def queries(n: int) -> list[str]:
     return [qs[i % len(qs)] for i in range(n)]
 
 
+def time_queries(embedder, qs: list[str]) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+    """Embed ``qs`` one at a time: (wall seconds, per-query milliseconds)."""
+    lat = []
+    t0 = time.perf_counter()
+    for q in qs:
+        t = time.perf_counter()
+        embedder.embed_query(q)
+        lat.append((time.perf_counter() - t) * 1000)
+    return time.perf_counter() - t0, lat
+
+
 def embed_ceiling(model: str, qs: list[str], threads: int | None = None) -> dict[str, float]:
     """Single queries, one after another: the most /v1/search can do if everything else cost nothing.
     ``threads`` sets the embedder's intra-op threads (on a loaded 2-core machine 1 thread can be far faster)."""
@@ -46,13 +57,7 @@ def embed_ceiling(model: str, qs: list[str], threads: int | None = None) -> dict
     emb = load_embedder(model, threads=threads or 0)
     for q in qs[:5]:
         emb.embed_query(q)
-    lat = []
-    t0 = time.perf_counter()
-    for q in qs:
-        t = time.perf_counter()
-        emb.embed_query(q)
-        lat.append((time.perf_counter() - t) * 1000)
-    wall = time.perf_counter() - t0
+    wall, lat = time_queries(emb, qs)
     return {"queries": len(qs), "threads": threads or os.cpu_count() or 1, "per_s": len(qs) / wall,
             "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
 

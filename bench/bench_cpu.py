@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.bench_api import ensure_kb, load, pct, queries
+from bench.bench_api import ensure_kb, load, pct, queries, time_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -66,13 +66,7 @@ def embed_rates(embedder: Any, passages: list[str], questions: list[str]) -> dic
     t = time.perf_counter()
     embedder.embed_passages(passages)
     batch = time.perf_counter() - t
-    lat = []
-    t0 = time.perf_counter()
-    for q in questions:
-        t = time.perf_counter()
-        embedder.embed_query(q)
-        lat.append((time.perf_counter() - t) * 1000)
-    single = time.perf_counter() - t0
+    single, lat = time_queries(embedder, questions)
     return {"passages_per_s": len(passages) / batch, "queries_per_s": len(questions) / single,
             "query_p50_ms": pct(lat, 50), "query_p95_ms": pct(lat, 95)}
 
