@@ -189,7 +189,7 @@ def test_no_phi_or_secrets_in_logs(kb: KB, client: TestClient, caplog: pytest.Lo
     # The server side's logs (the test's own HTTP client logs its URLs, which is not the service).
     logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
     assert "/v1/patients/{patient_id}/summary" in logged  # requests are logged, by route template
-    assert pid not in logged and key.split("_")[2] not in logged and "methylprednisolone" not in logged
+    assert pid not in logged and key.split("_", 2)[2] not in logged and "methylprednisolone" not in logged
 
 
 def test_openai_sdk_against_a_real_server(kb: KB) -> None:
@@ -230,7 +230,7 @@ def test_keys_cli_create_list_revoke(kb: KB, client: TestClient) -> None:
     assert key.startswith("mk_")
     assert client.post("/v1/search", json={"query": "renal"}, headers=auth(key)).status_code == 200
     listing = run.invoke(app, [*db, "keys", "list", "--tenant", OTHER]).output
-    assert key.split("_")[1] in listing and key.split("_")[2] not in listing
+    assert key.split("_")[1] in listing and key.split("_", 2)[2] not in listing
     assert run.invoke(app, [*db, "keys", "revoke", key.split("_")[1]]).exit_code == 0
     assert client.post("/v1/search", json={"query": "renal"}, headers=auth(key)).status_code == 401
     bad = run.invoke(app, [*db, "keys", "create", "--tenant", OTHER, "--role", "superuser"])
