@@ -1,6 +1,7 @@
 """Cohort counting at Eunomia ×N: medkb (SQLite, MariaDB) side by side with duckcdm (OHDSI Circe) on DuckDB.
 
 Usage: .venv/bin/python -m bench.bench_cohorts --scale 1 --scale 10 [--mariadb mysql+pymysql://root@127.0.0.1:3306/]
+       [--workdir DIR]  reuse DIR/xN/eunomia_xN.duckdb and DIR/xN/kb.db (and --mariadb-db URL) when they exist
 
 For each scale: a DuckDB copy of Eunomia with N copies of every person (new person ids), ingested into a fresh
 SQLite file (and MariaDB database) with `ingest records --format omop --no-notes`; then every definition of
@@ -13,15 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+from sqlalchemy import delete
 
 from medkb.cohorts import engine
 from medkb.cohorts.definition import parse_definition
 from medkb.ingest.omop import eunomia_file
+from medkb.kb import models as m
+from medkb.kb.factory import init_store, open_store
+from medkb.kb.store import KnowledgeStore
+from medkb.settings import DatabaseSettings
 from tests.cohort_oracle import CirceOracle
 from tests.omop_support import TENANT, ingest_eunomia_from
 
@@ -49,6 +56,17 @@ def scaled_cdm(n: int, out: Path) -> Path:
     return path
 
 
+def _reused(url: str) -> KnowledgeStore:
+    """A prepared knowledge base, migrated to head, without the runs of an earlier benchmark (every definition is
+    then generated as on first use: no old run to delete)."""
+    store = open_store(DatabaseSettings(url=url))
+    init_store(store)
+    with store.session() as s:
+        s.execute(delete(m.CohortEntry))
+        s.execute(delete(m.CohortRun))
+    return store
+
+
 def time_medkb(store, d) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     engine.counts(store, d, TENANT)
@@ -59,19 +77,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, action="append", default=None)
     ap.add_argument("--mariadb", default=None, help="a MariaDB server URL (a medkb_test_* database is created)")
+    ap.add_argument("--mariadb-db", default=None, help="an already ingested MariaDB database (URL) to reuse")
+    ap.add_argument("--workdir", type=Path, default=None, help="reuse the copies and SQLite files prepared here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     results = []
     for n in args.scale or [1, 10]:
-        work = Path(tempfile.mkdtemp(prefix=f"cohort-x{n}-"))
-        cdm = scaled_cdm(n, work)
+        work = args.workdir / f"x{n}" if args.workdir else Path(tempfile.mkdtemp(prefix=f"cohort-x{n}-"))
+        work.mkdir(parents=True, exist_ok=True)
+        cdm = work / f"eunomia_x{n}.duckdb"
+        if not cdm.exists():
+            scaled_cdm(n, work)
         t0 = time.perf_counter()
-        sqlite, rep = ingest_eunomia_from(cdm, f"sqlite:///{work / 'kb.db'}")
-        row = {"scale": n, "persons": rep.added, "conditions": sqlite.count("conditions"),
+        if (work / "kb.db").exists() and args.workdir:
+            sqlite = _reused(f"sqlite:///{work / 'kb.db'}")
+        else:
+            sqlite, _ = ingest_eunomia_from(cdm, f"sqlite:///{work / 'kb.db'}")
+        row = {"scale": n, "persons": sqlite.count("patients"), "conditions": sqlite.count("conditions"),
                "drugs": sqlite.count("medications"), "ingest_sqlite_s": round(time.perf_counter() - t0, 1)}
         print(json.dumps(row), flush=True)
         stores = {"sqlite": sqlite}
-        if args.mariadb:
+        maria_url = None
+        if args.mariadb_db:
+            stores["mariadb"] = _reused(args.mariadb_db)
+        elif args.mariadb:
             from tests import conftest
 
             conftest.MARIADB_SERVER = args.mariadb
@@ -92,8 +121,9 @@ def main() -> None:
         oracle.close()
         for st in stores.values():
             st.close()
-        if args.mariadb:
+        if maria_url:
             conftest.drop_mariadb_database(maria_url)
+        row["load_average"] = os.getloadavg()
         row["definitions"] = per
         for col in ["duckcdm", *stores]:
             row[f"total_{col}_s"] = round(sum(v[col] for v in per.values()), 2)

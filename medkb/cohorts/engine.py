@@ -6,16 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Date, case, delete, func, insert, literal, select, type_coerce
+from sqlalchemy import Date, and_, case, delete, func, insert, literal, or_, select, type_coerce
 from sqlalchemy.sql import ColumnElement, Select
 
 from medkb.cohorts.concepts import Codes, resolve_concept_sets
 from medkb.cohorts.definition import Definition
-from medkb.cohorts.sql import masked_events
+from medkb.cohorts.evaluate import Evaluation
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
 from medkb.kb.dates import date_add
 from medkb.kb.store import KnowledgeStore
+from medkb.kb.temp_tables import TempTables
 
 _E = m.CohortEntry.__table__
 
@@ -60,11 +61,15 @@ def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[i
         run = m.CohortRun(tenant_id=tenant, definition_hash=d.hash, rules={"names": [r.name for r in d.rules]})
         s.add(run)
         s.flush()
-        sq = masked_events(d, tenant, codesets).subquery("me")
-        s.execute(insert(_E).from_select(
-            ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
-            select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date, sq.c.op_start,
-                   sq.c.op_end, sq.c.mask)))
+        tmp = TempTables(s.connection())
+        try:
+            sq = Evaluation(tmp, d, tenant, codesets).masked_events().subquery("me")
+            s.execute(insert(_E).from_select(
+                ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
+                select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date,
+                       sq.c.op_start, sq.c.op_end, sq.c.mask)))
+        finally:
+            tmp.drop_all()
         return run.id
 
 
@@ -98,6 +103,9 @@ def _mask_counts(store: KnowledgeStore, run_id: int, enabled: list[int], by_pers
     em = _E.c.mask.op("&")(full)
     if not by_person:
         q: Select[Any] = select(em.label("m"), func.count()).where(_E.c.run_id == run_id).group_by(em)
+    elif len(enabled) <= 1:  # the best event is one meeting the rule if any: a per-person maximum, in index order
+        best = select(func.max(em).label("m")).where(_E.c.run_id == run_id).group_by(_E.c.patient_id).subquery()
+        q = select(best.c.m, func.count()).group_by(best.c.m)
     else:  # Circe's best event per person: most rules met, then the earliest rule, then the earliest date
         ranked = select(em.label("m"), func.row_number().over(
             partition_by=_E.c.patient_id,
@@ -116,18 +124,21 @@ def _attrition(counts: dict[int, int], enabled: list[int], names: list[str]) -> 
     return Attrition(total, counts.get(full, 0) if enabled else total, rules)
 
 
+def _eras(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
+    """(entry rows, their start dates and padded end dates) of the final cohort before era collapse."""
+    full = sum(1 << i for i in enabled)
+    ok = and_(_E.c.run_id == run_id, _E.c.mask.op("&")(full) == full)
+    cols: list[Any] = [_E.c.patient_id.label("person_id"), _E.c.start_date, _E.c.end_date, _E.c.op_end]
+    if d.expression_limit != "All":
+        order = _E.c.start_date.desc() if d.expression_limit == "Last" else _E.c.start_date.asc()
+        cols.append(func.row_number().over(partition_by=_E.c.patient_id, order_by=order).label("ordinal"))
+    return select(*cols).where(ok)
+
+
 def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
     """(person_id, start_date, end_date) of the cohort eras: rules met, expression limit, end strategy, era collapse."""
-    full = sum(1 << i for i in enabled)
-    order = _E.c.start_date.desc() if d.expression_limit == "Last" else _E.c.start_date.asc()
-    inc = select(_E.c.patient_id.label("person_id"), _E.c.start_date, _E.c.end_date, _E.c.op_end,
-                 func.row_number().over(partition_by=_E.c.patient_id, order_by=order).label("ordinal")) \
-        .where(_E.c.run_id == run_id, _E.c.mask.op("&")(full) == full).subquery("inc")
-    if d.end_offset is None:
-        end: ColumnElement[Any] = inc.c.op_end
-    else:
-        moved = date_add(inc.c[d.end_offset[0]], d.end_offset[1])
-        end = case((moved > inc.c.op_end, inc.c.op_end), else_=moved)
+    inc = _eras(d, run_id, enabled).subquery("inc")
+    end = _end(d, inc)
     rows = select(inc.c.person_id, inc.c.start_date, type_coerce(date_add(end, d.era_pad), Date).label("end_date")) \
         .where(end >= inc.c.start_date)
     if d.expression_limit != "All":
@@ -144,6 +155,32 @@ def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
         .group_by(gr.c.person_id, gr.c.grp)
 
 
+def _end(d: Definition, inc: Any) -> ColumnElement[Any]:
+    """The end strategy: a date offset capped at the observation period's end, else that end."""
+    if d.end_offset is None:
+        return inc.c.op_end
+    moved = date_add(inc.c[d.end_offset[0]], d.end_offset[1])
+    return case((moved > inc.c.op_end, inc.c.op_end), else_=moved)
+
+
+def final_counts(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
+    """(persons, eras) of the final cohort in one pass: an era starts where no earlier entry of the person
+    reaches its start date (padded ends), so eras are counted without being built (``final_cohort`` builds them)."""
+    if d.expression_limit != "All":  # one entry per person: one era each
+        inc = _eras(d, run_id, enabled).subquery("inc")
+        one = select(inc.c.person_id).where(inc.c.ordinal == 1, _end(d, inc) >= inc.c.start_date).subquery()
+        return select(func.count(), func.count()).select_from(one)
+    end = _end(d, _E)
+    prev = func.max(date_add(end, d.era_pad)).over(partition_by=_E.c.patient_id, order_by=_E.c.start_date,
+                                                   rows=(None, -1))
+    full = sum(1 << i for i in enabled)
+    rows = select(prev.label("prev"), _E.c.start_date).where(
+        _E.c.run_id == run_id, _E.c.mask.op("&")(full) == full, end >= _E.c.start_date).subquery("rows")
+    first = case((rows.c.prev.is_(None), 1), else_=0)
+    starts = case((or_(rows.c.prev.is_(None), rows.c.prev < rows.c.start_date), 1), else_=0)
+    return select(func.coalesce(func.sum(first), 0), func.coalesce(func.sum(starts), 0))
+
+
 def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules: Iterable[int] = (),
            run_id: int | None = None) -> CohortCounts:
     """Counts and attrition; with ``run_id`` (or ``reuse``) from stored masks, else from a fresh run."""
@@ -155,9 +192,7 @@ def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules:
         if run is None or run.tenant_id != tenant or run.definition_hash != d.hash:
             raise NotFound(f"no cohort run {run_id} of this definition in tenant {tenant!r}")
         names = list((run.rules or {}).get("names", []))
-        fc = final_cohort(d, run_id, enabled).subquery("fc")
-        persons, entries = s.execute(select(func.count(func.distinct(fc.c.person_id)), func.count())
-                                     .select_from(fc)).one()
+        persons, entries = s.execute(final_counts(d, run_id, enabled)).one()
     return CohortCounts(int(persons), int(entries),
                         _attrition(_mask_counts(store, run_id, enabled, True), enabled, names),
                         _attrition(_mask_counts(store, run_id, enabled, False), enabled, names),

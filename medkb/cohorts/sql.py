@@ -1,22 +1,22 @@
-"""Circe's cohort logic as SQLAlchemy Core: entry events, correlated criteria, groups and rule masks, tenant-scoped."""
+"""Circe's cohort logic as SQLAlchemy Core SELECTs over the record tables and a run's temporary tables, tenant-scoped."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import (
-    type_coerce,
-    Date, Integer, and_, case, cast, false, func, literal, or_, select, tuple_, union_all,
+    BigInteger, Column, Date, Integer, String, and_, exists, func, literal, select, type_coerce,
 )
 from sqlalchemy.sql import ColumnElement, Select
-from sqlalchemy.sql.selectable import CTE, Subquery
+from sqlalchemy.sql.selectable import FromClause
 
 from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
 from medkb.kb.dates import date_add, year_of
 
-# domain → (table, start column, stop column or None, day added for the end date when there is no stop)
+# domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
 _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
     "condition": (m.Condition.__table__, "start", "stop"),
     "drug": (m.Medication.__table__, "start", "stop"),
@@ -25,85 +25,117 @@ _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
     "observation": (m.Observation.__table__, "effective", None),
     "visit": (m.Encounter.__table__, "start", "stop"),
 }
-PAIRS_CHUNK = 400  # (system, code) pairs per IN list, within every backend's parameter limits
+IN_CHUNK = 500  # values per IN list (one statement each), within every backend's parameter limits
 
 
-def _match(t: Any, codes: Codes) -> ColumnElement[bool]:
-    """Rows carrying one of the OMOP concept ids, or (without a concept id) one of the codes."""
-    parts: list[ColumnElement[bool]] = []
-    if codes.concept_ids:
-        parts.append(t.c.concept_id.in_(sorted(codes.concept_ids)))
-    if codes.pairs:
-        pairs = sorted(codes.pairs)
-        by_code = or_(*(tuple_(t.c.code_system, t.c.code).in_(pairs[i:i + PAIRS_CHUNK])
-                        for i in range(0, len(pairs), PAIRS_CHUNK)))
-        parts.append(and_(t.c.concept_id.is_(None), by_code) if codes.concept_ids else by_code)
-    return or_(*parts) if parts else false()
+# Column layouts of the run's temporary tables (fresh Column objects per table).
+def event_columns() -> list[Column[Any]]:
+    """A criterion's events: Circe's (person_id, start_date, end_date, sort_id)."""
+    return [Column("person_id", String(64)), Column("start_date", Date), Column("end_date", Date),
+            Column("sort_id", BigInteger)]
 
 
-def criterion_events(c: Criterion, tenant: str, codesets: dict[int, Codes]) -> Subquery:
-    """(person_id, start_date, end_date, sort_id) of one criterion's events, with Circe's end dates."""
+def qualified_columns() -> list[Column[Any]]:
+    """Entry or qualified events: event_id is the entry's rank within its person."""
+    return [Column("event_id", BigInteger), Column("person_id", String(64)), Column("start_date", Date),
+            Column("end_date", Date), Column("op_start", Date), Column("op_end", Date)]
+
+
+def key_columns() -> list[Column[Any]]:
+    return [Column("person_id", String(64)), Column("event_id", BigInteger)]
+
+
+def tagged_columns() -> list[Column[Any]]:
+    """(index_id, person_id, event_id): which part of a group each event satisfies."""
+    return [Column("index_id", Integer), *key_columns()]
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    return [values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
+
+
+def criterion_selects(c: Criterion, tenant: str, codesets: dict[int, Codes]) -> list[Select[Any]]:
+    """A criterion's events (before ``First``) as disjoint SELECTs, each able to use the (tenant, concept, …) or
+    (tenant, system, code, …) index: a row matches by its OMOP concept id, or, when it has none, by its code."""
     if c.domain == "death":
         p = m.Patient.__table__
-        q = select(p.c.id.label("person_id"), p.c.death_date.label("start_date"),
-                   date_add(p.c.death_date, 1).label("end_date"), literal(0).label("sort_id")) \
-            .where(p.c.tenant_id == tenant, p.c.death_date.is_not(None))
-    elif c.domain == "observation_period":
+        return [select(p.c.id.label("person_id"), p.c.death_date.label("start_date"),
+                       date_add(p.c.death_date, 1).label("end_date"), literal(0, BigInteger).label("sort_id"))
+                .where(p.c.tenant_id == tenant, p.c.death_date.is_not(None))]
+    if c.domain == "observation_period":
         op = m.ObservationPeriod.__table__
-        q = select(op.c.patient_id.label("person_id"), op.c.start.label("start_date"), op.c.stop.label("end_date"),
-                   op.c.id.label("sort_id")).where(op.c.tenant_id == tenant)
-    else:
-        t, start_col, stop_col = _DOMAINS[c.domain]
-        start = t.c[start_col]
-        end: ColumnElement[Any] = date_add(start, 1)
-        if stop_col is not None:
-            end = func.coalesce(t.c[stop_col], end)
-        q = select(t.c.patient_id.label("person_id"), start.label("start_date"), type_coerce(end, Date).label("end_date"),
-                   t.c.id.label("sort_id")).where(t.c.tenant_id == tenant, start.is_not(None))
-        if c.domain in ("measurement", "observation"):
-            q = q.where(t.c.domain == c.domain)
-        if c.codeset_id is not None:
-            q = q.where(_match(t, codesets.get(c.codeset_id, Codes())))
-    if c.first:  # the person's first such event in all their history, before any other filter
-        base = q.subquery()
-        inner = select(base, func.row_number().over(partition_by=base.c.person_id,
-                                                    order_by=(base.c.start_date, base.c.sort_id)).label("ordinal")
-                       ).subquery()
-        q = select(inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.sort_id).where(inner.c.ordinal == 1)
-    return q.subquery()
+        return [select(op.c.patient_id.label("person_id"), op.c.start.label("start_date"),
+                       op.c.stop.label("end_date"), op.c.id.label("sort_id")).where(op.c.tenant_id == tenant)]
+    t, start_col, stop_col = _DOMAINS[c.domain]
+    start = t.c[start_col]
+    end: ColumnElement[Any] = date_add(start, 1)
+    if stop_col is not None:
+        end = func.coalesce(t.c[stop_col], end)
+    base = select(t.c.patient_id.label("person_id"), start.label("start_date"),
+                  type_coerce(end, Date).label("end_date"), t.c.id.label("sort_id")) \
+        .where(t.c.tenant_id == tenant, start.is_not(None))
+    if c.domain in ("measurement", "observation"):
+        base = base.where(t.c.domain == c.domain)
+    if c.codeset_id is None:
+        return [base]
+    codes = codesets.get(c.codeset_id, Codes())
+    ids = sorted(codes.concept_ids)
+    out = [base.where(t.c.concept_id.in_(chunk)) for chunk in _chunks(ids)]
+    by_system: dict[str, list[str]] = defaultdict(list)
+    for system, code in sorted(codes.pairs):
+        by_system[system].append(code)
+    for system, code_list in by_system.items():
+        q = base.where(t.c.code_system == system)
+        if ids:  # a row with a concept id is matched by it alone
+            q = q.where(t.c.concept_id.is_(None))
+        out += [q.where(t.c.code.in_(chunk)) for chunk in _chunks(code_list)]
+    return out
 
 
-def primary_events(d: Definition, tenant: str, codesets: dict[int, Codes]) -> CTE:
-    """Entry events inside an observation period with the required prior/post days; event_id is the per-person rank."""
-    parts = [select(*criterion_events(c, tenant, codesets).c) for c in d.primary]
-    e = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("e")
+def first_events(src: FromClause) -> Select[Any]:
+    """Each person's first event in all their history (Circe's ``First`` on a criterion)."""
+    inner = select(src, func.row_number().over(partition_by=src.c.person_id,
+                                               order_by=(src.c.start_date, src.c.sort_id)).label("ordinal")).subquery()
+    return select(inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.sort_id).where(inner.c.ordinal == 1)
+
+
+def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> Select[Any]:
+    """A primary criterion's events inside an observation period with the required prior/post days.
+
+    ``event_id`` identifies the event within its person: the source row id, made unique across the primary
+    criteria by ``pos``; it keeps Circe's tie-break order (start date, then row id) among same-day events."""
     op = m.ObservationPeriod.__table__
-    order = e.c.start_date.desc() if d.primary_limit == "Last" else e.c.start_date.asc()
-    p = select(e.c.person_id, e.c.start_date, e.c.end_date, op.c.start.label("op_start"), op.c.stop.label("op_end"),
-               func.row_number().over(partition_by=e.c.person_id, order_by=(order, e.c.sort_id)).label("ordinal")) \
-        .join(op, and_(op.c.patient_id == e.c.person_id, op.c.tenant_id == tenant, e.c.start_date >= op.c.start,
-                       e.c.start_date <= op.c.stop)) \
-        .where(date_add(op.c.start, d.prior_days) <= e.c.start_date,
-               date_add(e.c.start_date, d.post_days) <= op.c.stop).subquery("p")
-    q = select(p.c.ordinal.label("event_id"), p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end)
-    if d.primary_limit != "All":
-        q = q.where(p.c.ordinal == 1)
-    return q.cte("primary_events")
+    n = len(d.primary)
+    return select((src.c.sort_id * n + pos).label("event_id"), src.c.person_id, src.c.start_date, src.c.end_date,
+                  op.c.start.label("op_start"), op.c.stop.label("op_end")) \
+        .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == src.c.person_id,
+                       src.c.start_date >= op.c.start, src.c.start_date <= op.c.stop)) \
+        .where(date_add(op.c.start, d.prior_days) <= src.c.start_date,
+               date_add(src.c.start_date, d.post_days) <= op.c.stop)
 
 
-def qualified_events(d: Definition, tenant: str, codesets: dict[int, Codes]) -> CTE:
-    pe = primary_events(d, tenant, codesets)
-    q: Select[Any] = select(pe)
-    if d.additional is not None and not d.additional.is_empty():
-        ac = group_query(d.additional, pe, tenant, codesets).subquery("ac")
-        q = q.join(ac, and_(ac.c.person_id == pe.c.person_id, ac.c.event_id == pe.c.event_id))
-        if d.qualified_limit != "All":  # Circe applies the qualified limit only with additional criteria
-            order = pe.c.start_date.desc() if d.qualified_limit == "Last" else pe.c.start_date.asc()
-            inner = q.add_columns(func.row_number().over(partition_by=pe.c.person_id, order_by=order)
-                                  .label("qordinal")).subquery("qe")
-            q = select(inner.c.event_id, inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.op_start,
-                       inner.c.op_end).where(inner.c.qordinal == 1)
-    return q.cte("qualified_events")
+def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
+    """The primary limit (``First``/``Last``) over all entry candidates: one event per person."""
+    order = cand.c.start_date.desc() if d.primary_limit == "Last" else cand.c.start_date.asc()
+    p = select(cand, func.row_number().over(partition_by=cand.c.person_id, order_by=(order, cand.c.event_id))
+               .label("ordinal")).subquery("p")
+    return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
+        .where(p.c.ordinal == 1)
+
+
+def qualified_events(d: Definition, pe: FromClause, passed: FromClause | None) -> Select[Any]:
+    """Entry events meeting the additional criteria (``passed``: their keys), then the qualified limit."""
+    q: Select[Any] = select(pe.c.event_id, pe.c.person_id, pe.c.start_date, pe.c.end_date, pe.c.op_start, pe.c.op_end)
+    if passed is None:
+        return q
+    q = q.join(passed, and_(passed.c.person_id == pe.c.person_id, passed.c.event_id == pe.c.event_id))
+    if d.qualified_limit == "All":  # Circe applies the qualified limit only with additional criteria
+        return q
+    order = pe.c.start_date.desc() if d.qualified_limit == "Last" else pe.c.start_date.asc()
+    inner = q.add_columns(func.row_number().over(partition_by=pe.c.person_id, order_by=order)
+                          .label("qordinal")).subquery("qe")
+    return select(inner.c.event_id, inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.op_start,
+                  inner.c.op_end).where(inner.c.qordinal == 1)
 
 
 def _point(ep: Endpoint, index: ColumnElement[Any], ev: Any, check_op: bool) -> ColumnElement[Any] | None:
@@ -114,8 +146,8 @@ def _point(ep: Endpoint, index: ColumnElement[Any], ev: Any, check_op: bool) -> 
     return None
 
 
-def _correlated(cc: Correlated, ev: Any, tenant: str, codesets: dict[int, Codes]) -> Select[Any]:
-    a = criterion_events(cc.criterion, tenant, codesets)
+def correlated_part(cc: Correlated, ev: FromClause, a: FromClause, index_id: int) -> Select[Any]:
+    """Events of ``ev`` with the required number of ``a`` events in the window (``a`` indexed by person, date)."""
     check_op = not cc.ignore_observation_period
     conds: list[ColumnElement[bool]] = [a.c.person_id == ev.c.person_id]
     if check_op:
@@ -128,14 +160,17 @@ def _correlated(cc: Correlated, ev: Any, tenant: str, codesets: dict[int, Codes]
         conds.append(event_date >= lo)
     if hi is not None:
         conds.append(event_date <= hi)
-    windowed = select(ev.c.person_id, ev.c.event_id, a.c.sort_id).join(a, and_(*conds)).subquery("w")
+    keys = select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id)
+    if (cc.occurrence, cc.count) in ((">=", 1), ("<=", 0), ("=", 0)):  # a semi-join stops at the first match
+        found = exists().where(*conds)
+        return keys.where(found if cc.count else ~found)
+    if cc.occurrence == "<=" or cc.count == 0:  # events with no matching event count too
+        joined = ev.outerjoin(a, and_(*conds))
+    else:
+        joined = ev.join(a, and_(*conds))
     op = {"=": "__eq__", "<=": "__le__", ">=": "__ge__"}[cc.occurrence]
-    if cc.occurrence == "<=" or cc.count == 0:  # persons with no matching event count too
-        q = select(ev.c.person_id, ev.c.event_id).outerjoin(
-            windowed, and_(windowed.c.person_id == ev.c.person_id, windowed.c.event_id == ev.c.event_id))
-        return q.group_by(ev.c.person_id, ev.c.event_id).having(getattr(func.count(windowed.c.event_id), op)(cc.count))
-    return select(windowed.c.person_id, windowed.c.event_id).group_by(windowed.c.person_id, windowed.c.event_id) \
-        .having(getattr(func.count(windowed.c.event_id), op)(cc.count))
+    return keys.select_from(joined).group_by(ev.c.person_id, ev.c.event_id) \
+        .having(getattr(func.count(a.c.sort_id), op)(cc.count))
 
 
 def _range(expr: ColumnElement[Any], r: NumericRange) -> ColumnElement[bool]:
@@ -145,47 +180,35 @@ def _range(expr: ColumnElement[Any], r: NumericRange) -> ColumnElement[bool]:
             "!bt": lambda: ~and_(expr >= v, expr <= x)}[r.op]()
 
 
-def _demographic(dc: Demographic, ev: Any, tenant: str) -> Select[Any]:
+def demographic_part(dc: Demographic, ev: FromClause, tenant: str, index_id: int) -> Select[Any]:
     p = m.Patient.__table__
     conds: list[ColumnElement[bool]] = [p.c.id == ev.c.person_id, p.c.tenant_id == tenant]
     if dc.age is not None:
         conds.append(_range(year_of(ev.c.start_date) - p.c.birth_year, dc.age))
     if dc.genders:
         conds.append(p.c.sex.in_(dc.genders))
-    return select(ev.c.person_id, ev.c.event_id).join(p, and_(*conds)).group_by(ev.c.person_id, ev.c.event_id)
+    return select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id).join(p, and_(*conds))
 
 
-def group_query(g: Group, ev: Any, tenant: str, codesets: dict[int, Codes]) -> Select[Any]:
-    """(person_id, event_id) of the events in ``ev`` that satisfy the group (Circe's HAVING COUNT(index_id))."""
-    if g.is_empty():
-        return select(ev.c.person_id, ev.c.event_id)
-    parts = [_correlated(c, ev, tenant, codesets) for c in g.criteria]
-    parts += [_demographic(dc, ev, tenant) for dc in g.demographics]
-    parts += [group_query(sub, ev, tenant, codesets) for sub in g.groups]
-    tagged = []
-    for i, q in enumerate(parts):
-        sq = q.subquery()
-        tagged.append(select(literal(i, Integer).label("index_id"), sq.c.person_id, sq.c.event_id))
-    cq = (tagged[0] if len(tagged) == 1 else union_all(*tagged)).subquery("cq")
-    n = len(parts)
-    left = g.type == "AT_MOST" or (g.type.startswith("AT_") and g.count == 0)
-    on = and_(cq.c.person_id == ev.c.person_id, cq.c.event_id == ev.c.event_id)
-    q = select(ev.c.person_id, ev.c.event_id)
-    q = q.outerjoin(cq, on) if left else q.join(cq, on)
+def keeps_unmatched(g: Group) -> bool:
+    """Whether events satisfying none of the group's parts can pass (then they are counted from ``ev``)."""
+    return g.type == "AT_MOST" or (g.type.startswith("AT_") and g.count == 0)
+
+
+def single_part(g: Group) -> bool:
+    """Whether the group is met exactly by the events meeting its one part (its keys are the group's result)."""
+    n = len(g.criteria) + len(g.demographics) + len(g.groups)
+    return n == 1 and not keeps_unmatched(g) and (g.type in ("ALL", "ANY") or g.count == 1)
+
+
+def group_result(g: Group, ev: FromClause, cq: FromClause) -> Select[Any]:
+    """(person_id, event_id) meeting the group, from ``cq``: one row per part each event satisfies
+    (Circe's HAVING COUNT(index_id)); ``cq`` is indexed by (person_id, event_id) when ``keeps_unmatched``."""
+    n = len(g.criteria) + len(g.demographics) + len(g.groups)
     cnt = func.count(cq.c.index_id)
     having = {"ALL": cnt == n, "ANY": cnt > 0, "AT_LEAST": cnt >= (g.count or 0), "AT_MOST": cnt <= (g.count or 0)}
-    return q.group_by(ev.c.person_id, ev.c.event_id).having(having[g.type])
-
-
-def masked_events(d: Definition, tenant: str, codesets: dict[int, Codes]) -> Select[Any]:
-    """Every qualified event with the bit mask of the inclusion rules it satisfies."""
-    qe = qualified_events(d, tenant, codesets)
-    q = select(qe.c.person_id, qe.c.event_id, qe.c.start_date, qe.c.end_date, qe.c.op_start, qe.c.op_end)
-    bits: list[ColumnElement[Any]] = []
-    for i, rule in enumerate(d.rules):
-        r = group_query(rule.group, qe, tenant, codesets).subquery(f"r{i}")
-        q = q.outerjoin(r, and_(r.c.person_id == qe.c.person_id, r.c.event_id == qe.c.event_id))
-        bits.append(case((r.c.person_id.is_not(None), literal(1 << i)), else_=literal(0)))
-    mask: ColumnElement[Any] = sum(bits[1:], bits[0]) if bits else literal(0)
-    return q.add_columns(cast(mask, Integer).label("mask")) if bits else q.add_columns(literal(0).label("mask"))
-
+    if keeps_unmatched(g):
+        return select(ev.c.person_id, ev.c.event_id).outerjoin(
+            cq, and_(cq.c.person_id == ev.c.person_id, cq.c.event_id == ev.c.event_id)) \
+            .group_by(ev.c.person_id, ev.c.event_id).having(having[g.type])
+    return select(cq.c.person_id, cq.c.event_id).group_by(cq.c.person_id, cq.c.event_id).having(having[g.type])

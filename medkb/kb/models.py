@@ -273,13 +273,22 @@ class Procedure(_RecordMixin, Base):
     performed: Mapped[dt.date | None] = mapped_column(Date)
 
 
-# Cohort queries look events up by concept or code within a tenant, then walk each person's dates.
-_EVENT_DATES = {"encounters": "start", "conditions": "start", "medications": "start",
-                "observations": "effective", "procedures": "performed"}
+# Cohort queries look events up by concept or code within a tenant and read only (person, dates[, domain]): both
+# indexes carry those columns (and the row id, implicitly), so a concept set's events never touch the table. The
+# code index has concept_id after the code: "by code, only rows without a concept id" is an index range too.
+# Kept in step with migration 0006_issue20 (COHORT_INDEXES there).
+COHORT_INDEX_COLUMNS = {
+    "encounters": (["concept_id"], ["patient_id", "start", "stop"]),
+    "conditions": (["concept_id"], ["patient_id", "start", "stop"]),
+    "medications": (["concept_id"], ["patient_id", "start", "stop"]),
+    "observations": (["concept_id", "domain"], ["patient_id", "effective"]),
+    "procedures": (["concept_id"], ["patient_id", "performed"]),
+}
 for _cls in (Encounter, Condition, Medication, Observation, Procedure):
     _t = _cls.__table__
-    Index(f"ix_{_t.name}_concept", _t.c.tenant_id, _t.c.concept_id, _t.c.patient_id, _t.c[_EVENT_DATES[_t.name]])
-    Index(f"ix_{_t.name}_code", _t.c.tenant_id, _t.c.code_system, _t.c.code, _t.c.patient_id)
+    _lookup, _carried = COHORT_INDEX_COLUMNS[_t.name]
+    Index(f"ix_{_t.name}_concept", *(_t.c[c] for c in ["tenant_id", *_lookup, *_carried]))
+    Index(f"ix_{_t.name}_code", *(_t.c[c] for c in ["tenant_id", "code_system", "code", *_lookup, *_carried]))
 
 
 class ObservationPeriod(Base):
@@ -292,6 +301,10 @@ class ObservationPeriod(Base):
     start: Mapped[dt.date] = mapped_column(Date)
     stop: Mapped[dt.date] = mapped_column(Date)
     derived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+Index("ix_observation_periods_person", ObservationPeriod.__table__.c.tenant_id, ObservationPeriod.__table__.c.patient_id,
+      ObservationPeriod.__table__.c.start, ObservationPeriod.__table__.c.stop)
 
 
 # ---- research cohorts ----------------------------------------------------------------------------
