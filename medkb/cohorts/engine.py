@@ -14,7 +14,7 @@ from medkb.cohorts.definition import Definition
 from medkb.cohorts.evaluate import Evaluation
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
-from medkb.kb.dates import date_add
+from medkb.kb.dates import plus_days
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.temp_tables import TempTables
 
@@ -139,7 +139,7 @@ def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
     """(person_id, start_date, end_date) of the cohort eras: rules met, expression limit, end strategy, era collapse."""
     inc = _eras(d, run_id, enabled).subquery("inc")
     end = _end(d, inc)
-    rows = select(inc.c.person_id, inc.c.start_date, type_coerce(date_add(end, d.era_pad), Date).label("end_date")) \
+    rows = select(inc.c.person_id, inc.c.start_date, type_coerce(plus_days(end, d.era_pad), Date).label("end_date")) \
         .where(end >= inc.c.start_date)
     if d.expression_limit != "All":
         rows = rows.where(inc.c.ordinal == 1)
@@ -151,7 +151,7 @@ def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
                                                  order_by=(st.c.start_date, st.c.is_start.desc()),
                                                  rows=(None, 0)).label("grp")).subquery("gr")
     return select(gr.c.person_id, func.min(gr.c.start_date).label("start_date"),
-                  type_coerce(date_add(func.max(gr.c.end_date), -d.era_pad), Date).label("end_date")) \
+                  type_coerce(plus_days(func.max(gr.c.end_date), -d.era_pad), Date).label("end_date")) \
         .group_by(gr.c.person_id, gr.c.grp)
 
 
@@ -159,7 +159,7 @@ def _end(d: Definition, inc: Any) -> ColumnElement[Any]:
     """The end strategy: a date offset capped at the observation period's end, else that end."""
     if d.end_offset is None:
         return inc.c.op_end
-    moved = date_add(inc.c[d.end_offset[0]], d.end_offset[1])
+    moved = plus_days(inc.c[d.end_offset[0]], d.end_offset[1])
     return case((moved > inc.c.op_end, inc.c.op_end), else_=moved)
 
 
@@ -171,7 +171,7 @@ def final_counts(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
         one = select(inc.c.person_id).where(inc.c.ordinal == 1, _end(d, inc) >= inc.c.start_date).subquery()
         return select(func.count(), func.count()).select_from(one)
     end = _end(d, _E)
-    prev = func.max(date_add(end, d.era_pad)).over(partition_by=_E.c.patient_id, order_by=_E.c.start_date,
+    prev = func.max(plus_days(end, d.era_pad)).over(partition_by=_E.c.patient_id, order_by=_E.c.start_date,
                                                    rows=(None, -1))
     full = sum(1 << i for i in enabled)
     rows = select(prev.label("prev"), _E.c.start_date).where(
@@ -193,10 +193,15 @@ def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules:
             raise NotFound(f"no cohort run {run_id} of this definition in tenant {tenant!r}")
         names = list((run.rules or {}).get("names", []))
         persons, entries = s.execute(final_counts(d, run_id, enabled)).one()
-    return CohortCounts(int(persons), int(entries),
-                        _attrition(_mask_counts(store, run_id, enabled, True), enabled, names),
-                        _attrition(_mask_counts(store, run_id, enabled, False), enabled, names),
-                        run_id, tuple(sorted(set(disabled_rules))))
+        if not enabled:  # every mask counts as 0: one pass gives both attrition bases
+            events, people = s.execute(select(func.count(), func.count(func.distinct(_E.c.patient_id)))
+                                       .where(_E.c.run_id == run_id)).one()
+    if enabled:
+        by_person, by_event = (_mask_counts(store, run_id, enabled, True), _mask_counts(store, run_id, enabled, False))
+    else:
+        by_person, by_event = ({0: int(people)} if people else {}), ({0: int(events)} if events else {})
+    return CohortCounts(int(persons), int(entries), _attrition(by_person, enabled, names),
+                        _attrition(by_event, enabled, names), run_id, tuple(sorted(set(disabled_rules))))
 
 
 def members(store: KnowledgeStore, d: Definition, run_id: int, disabled_rules: Iterable[int] = ()

@@ -98,4 +98,5 @@ class Evaluation:
             q = q.outerjoin(r, and_(r.c.person_id == qe.c.person_id, r.c.event_id == qe.c.event_id))
             bits.append(case((r.c.person_id.is_not(None), literal(1 << i)), else_=literal(0)))
         mask: ColumnElement[Any] = sum(bits[1:], bits[0]) if bits else literal(0)
-        return q.add_columns(cast(mask, Integer).label("mask"))
+        # In key order (read from qe's index, no sort): the stored entries' index then grows at its end.
+        return q.add_columns(cast(mask, Integer).label("mask")).order_by(qe.c.person_id, qe.c.event_id)

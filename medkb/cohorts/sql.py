@@ -14,7 +14,7 @@ from sqlalchemy.sql.selectable import FromClause
 from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
-from medkb.kb.dates import date_add, year_of
+from medkb.kb.dates import date_add, plus_days, year_of
 
 # domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
 _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
@@ -110,8 +110,8 @@ def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> S
                   op.c.start.label("op_start"), op.c.stop.label("op_end")) \
         .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == src.c.person_id,
                        src.c.start_date >= op.c.start, src.c.start_date <= op.c.stop)) \
-        .where(date_add(op.c.start, d.prior_days) <= src.c.start_date,
-               date_add(src.c.start_date, d.post_days) <= op.c.stop)
+        .where(plus_days(op.c.start, d.prior_days) <= src.c.start_date,
+               plus_days(src.c.start_date, d.post_days) <= op.c.stop)
 
 
 def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
@@ -140,7 +140,7 @@ def qualified_events(d: Definition, pe: FromClause, passed: FromClause | None) -
 
 def _point(ep: Endpoint, index: ColumnElement[Any], ev: Any, check_op: bool) -> ColumnElement[Any] | None:
     if ep.days is not None:
-        return date_add(index, ep.coeff * ep.days)
+        return plus_days(index, ep.coeff * ep.days)
     if check_op:
         return ev.c.op_start if ep.coeff == -1 else ev.c.op_end
     return None
