@@ -15,6 +15,7 @@ from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
 from medkb.kb.dates import date_add, plus_days, year_of
+from medkb.kb.temp_tables import in_written_order
 
 # domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
 _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
@@ -106,12 +107,12 @@ def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> S
     criteria by ``pos``; it keeps Circe's tie-break order (start date, then row id) among same-day events."""
     op = m.ObservationPeriod.__table__
     n = len(d.primary)
-    return select((src.c.sort_id * n + pos).label("event_id"), src.c.person_id, src.c.start_date, src.c.end_date,
+    return in_written_order(select((src.c.sort_id * n + pos).label("event_id"), src.c.person_id, src.c.start_date, src.c.end_date,
                   op.c.start.label("op_start"), op.c.stop.label("op_end")) \
         .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == src.c.person_id,
                        src.c.start_date >= op.c.start, src.c.start_date <= op.c.stop)) \
         .where(plus_days(op.c.start, d.prior_days) <= src.c.start_date,
-               plus_days(src.c.start_date, d.post_days) <= op.c.stop)
+               plus_days(src.c.start_date, d.post_days) <= op.c.stop))
 
 
 def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
@@ -160,7 +161,7 @@ def correlated_part(cc: Correlated, ev: FromClause, a: FromClause, index_id: int
         conds.append(event_date >= lo)
     if hi is not None:
         conds.append(event_date <= hi)
-    keys = select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id)
+    keys = in_written_order(select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id))
     if (cc.occurrence, cc.count) in ((">=", 1), ("<=", 0), ("=", 0)):  # a semi-join stops at the first match
         found = exists().where(*conds)
         return keys.where(found if cc.count else ~found)
@@ -187,7 +188,8 @@ def demographic_part(dc: Demographic, ev: FromClause, tenant: str, index_id: int
         conds.append(_range(year_of(ev.c.start_date) - p.c.birth_year, dc.age))
     if dc.genders:
         conds.append(p.c.sex.in_(dc.genders))
-    return select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id).join(p, and_(*conds))
+    return in_written_order(select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id)
+                            .join(p, and_(*conds)))
 
 
 def keeps_unmatched(g: Group) -> bool:

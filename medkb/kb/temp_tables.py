@@ -1,4 +1,4 @@
-"""Per-connection temporary tables for set-at-a-time evaluation; the DDL that differs per backend lives here."""
+"""Per-connection temporary tables for set-at-a-time evaluation, and the DDL and join hints that differ per backend."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def _drop_default(element: _DropTemporary, compiler: Any, **kw: Any) -> str:
 def _drop_mysql(element: _DropTemporary, compiler: Any, **kw: Any) -> str:
     # Without TEMPORARY, MySQL/MariaDB/TiDB commit the open transaction (the cohort run's rows with it).
     return f"DROP TEMPORARY TABLE IF EXISTS {element.name}"
+
+
+def in_written_order(q: Select[Any]) -> Select[Any]:
+    """Join in FROM order on MySQL/MariaDB/TiDB (STRAIGHT_JOIN): their planner, misled by per-patient estimates,
+    starts from observation periods and reads every row of each patient through the patient index (6x slower
+    at Eunomia x10) instead of the concept set's rows through the covering index. SQLite plans these well."""
+    return q.prefix_with("STRAIGHT_JOIN", dialect="mysql")
 
 
 class TempTables:
@@ -67,4 +74,4 @@ class TempTables:
         self.tables.clear()
 
 
-__all__ = ["TempTables"]
+__all__ = ["TempTables", "in_written_order"]
