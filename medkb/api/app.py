@@ -118,6 +118,7 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.warm_up, name="medkb-warmup", daemon=True).start()
         yield
+        service.shutdown()
 
     app = FastAPI(
         title="medkb", version=__version__, lifespan=lifespan,

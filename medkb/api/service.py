@@ -60,7 +60,7 @@ class Service:
 
     @property
     def models_loaded(self) -> bool:
-        return self._embedder is not None and self._retriever is not None
+        return self._embedder is not None and self._retriever is not None and self._retriever.bm25.ready
 
     @property
     def retriever(self) -> Any:
@@ -73,11 +73,19 @@ class Service:
         return self._retriever
 
     def warm_up(self) -> None:
-        """Load the embedder and retriever in the background so /readyz turns ready without a first query."""
+        """Load the embedder and retriever in the background so /readyz turns ready without a first query;
+        then keep the indexes following other processes' writes from background threads (never a query)."""
         try:
-            _ = self.embedder, self.retriever
+            _ = self.embedder
+            self.retriever.warm()
+            self.retriever.follow()
         except Exception as exc:  # readiness reports it; the process stays up
             log.warning("warm-up failed: %s", type(exc).__name__)
+
+    def shutdown(self) -> None:
+        """Stop the background refreshers (the lexical index persists its last state)."""
+        if self._retriever is not None:
+            self._retriever.close()
 
     def engine(self) -> AnswerEngine:
         return AnswerEngine(self.store, self.retriever, embedder=self.embedder, generator=self.generator)

@@ -55,6 +55,16 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(String(255))
 
 
+class ChunkChange(Base):
+    """The chunk change log: one row per chunk written or deleted, in the writer's transaction, so an
+    index in any process catches up by reading the rows after the last ``seq`` it applied."""
+
+    __tablename__ = "chunk_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    chunk_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: deleted chunks are logged too
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

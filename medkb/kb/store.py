@@ -21,6 +21,7 @@ from medkb.kb import models as m
 from medkb.kb.dberrors import classify, retrying
 from medkb.kb.filters import SearchFilters, document_clause
 from medkb.kb.records import AddResult, ChunkView, DocumentIn, VectorHit
+from medkb.kb.store_changes import ChangesMixin
 from medkb.kb.store_meta import EMBED_DIM_KEY, MetaMixin
 from medkb.kb.store_sources import SourcesMixin
 
@@ -35,7 +36,7 @@ def _version_key(v: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d\W]+", v.lower()))
 
 
-class KnowledgeStore(MetaMixin, SourcesMixin, abc.ABC):
+class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
     """One database holding documents, chunks with embeddings, the graph and patient records.
 
     Everything here is plain SQL shared by every backend; a backend supplies only what truly
@@ -195,10 +196,12 @@ class KnowledgeStore(MetaMixin, SourcesMixin, abc.ABC):
         ]
         for i in range(0, len(mentions), INSERT_BATCH):
             conn.execute(insert(m.Mention.__table__), mentions[i : i + INSERT_BATCH])
+        self._log_chunk_ids(s, ids)
         return ids
 
     def _delete_chunks(self, s: Session, doc_ids: Sequence[int]) -> None:
         chunk_ids = select(m.Chunk.id).where(m.Chunk.document_id.in_(doc_ids))
+        self._log_chunks_where(s, chunk_ids)  # before the rows go: indexes in every process drop them
         s.execute(delete(m.Mention).where(m.Mention.chunk_id.in_(chunk_ids)))
         s.execute(delete(m.Edge).where(m.Edge.chunk_id.in_(chunk_ids)))
         s.execute(delete(m.Chunk).where(m.Chunk.document_id.in_(doc_ids)))

@@ -1,11 +1,13 @@
-"""Lexical generator: a bm25s index over chunk texts (medkb.text terms), filtered in scoring."""
+"""Lexical generator: BM25 over an incremental, persisted index (``lexical.py``) that follows the chunk change log."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -13,10 +15,18 @@ from sqlalchemy import select
 from medkb.kb import models as m
 from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
+from medkb.retrieval import lexical as lx
 from medkb.retrieval.types import Candidate
 from medkb.text import add_chinese_words, is_cjk, terms
 
 log = logging.getLogger(__name__)
+
+# A log position missing between two committed ones may belong to a transaction still open on a server
+# (auto-increment values are taken at INSERT, rows seen at COMMIT): it is looked for again this long.
+HOLE_TTL_S = 600.0
+FETCH = 1000  # chunk rows read per query while catching up
+LOG_FETCH = 100_000  # change-log rows read per query
+SAVE_EVERY_S = 30.0  # a following index persists itself at most this often, when it has changed
 
 
 @dataclass
@@ -34,70 +44,72 @@ class QueryTerms:
         return float(self.idf.sum())
 
 
-@dataclass
-class _Index:
-    generation: int
-    ids: np.ndarray  # chunk id per index row, ascending
-    model: object | None  # bm25s.BM25, None when there is nothing to index
+def default_index_path(store: KnowledgeStore) -> Path | None:
+    """Next to a SQLite file (``kb.db`` → ``kb.db.lexical.npz``); server backends keep none unless configured."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).with_name(Path(url.database).name + ".lexical.npz")
+    return None
 
 
 class BM25Generator:
-    """One in-memory bm25s index per knowledge base, rebuilt lazily when ``store.generation()`` moves.
+    """The lexical index of one knowledge base in this process.
 
-    Filters are applied inside scoring: every row the filters hide gets score 0 before the top-k
-    is taken (what bm25s' ``weight_mask`` does), so a filtered query still gets its full ``n``.
+    Opened once (loaded from its file when that is sound, else built), then kept current from the chunk
+    change log: changed chunks are re-read and re-tokenised into a small new segment, their old rows
+    marked dead; segments are merged when they pile up. Filters are applied inside scoring (hidden rows
+    score 0 before the top-k), so a filtered query still gets its full ``n``.
+
+    Without ``follow()`` a query first catches up itself (incremental, never a rebuild); after it, a
+    background thread does, and queries score whatever view is published, never waiting for a writer.
     """
 
     name = "bm25"
 
-    def __init__(self, store: KnowledgeStore, *, k1: float = 1.2, b: float = 0.75,
-                 with_title: bool = True) -> None:
+    def __init__(self, store: KnowledgeStore, *, k1: float = 1.2, b: float = 0.75, with_title: bool = True,
+                 index_path: Path | None | str = "auto") -> None:
         self.store = store
         self.k1, self.b, self.with_title = k1, b, with_title
         self.tokenize = terms  # the one tokenizer; Chinese words added via medkb.text.add_chinese_words
-        self._index: _Index | None = None
-        self._lock = threading.Lock()
-        self._masks: dict[tuple[int, SearchFilters], np.ndarray] = {}
+        self.path = default_index_path(store) if index_path == "auto" else (Path(index_path) if index_path else None)
+        self._view: lx.View | None = None
+        self._write = threading.Lock()  # one writer at a time: open, catch up, compact, save
+        self._masks: dict[tuple[int, int, SearchFilters], np.ndarray] = {}
+        self._holes: dict[int, float] = {}  # log positions not yet seen -> when first missed
+        self._zh_loaded = False
+        self._following: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._saved_seq = -1
+        self._saved_at = 0.0
+        self.builds = 0  # full builds from the chunks table (tests and benches read it)
+        self.loaded_from_file = False
 
-    def _rows(self) -> tuple[np.ndarray, list[str]]:
-        q = (
-            select(m.Chunk.id, m.Chunk.text, m.Chunk.section, m.Document.title)
-            .join(m.Document, m.Document.id == m.Chunk.document_id)
-            .order_by(m.Chunk.id)
-        )
-        with self.store.engine.connect() as c:
-            rows = c.execute(q).all()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        texts = [
-            " ".join(p for p in ((r[3] if self.with_title else ""), r[2] or "", r[1]) if p) for r in rows
-        ]
-        return ids, texts
+    # ---- identity of the persisted file ----------------------------------------------------------
 
-    def index(self) -> _Index:
-        """The index for the store's current generation (built on first use after any write)."""
-        gen = self.store.generation()
-        cur = self._index
-        if cur is not None and cur.generation == gen:
-            return cur
-        with self._lock:
-            cur = self._index
-            if cur is not None and cur.generation == gen:
-                return cur
-            ids, texts = self._rows()
-            if any(is_cjk(t) for t in texts):
-                add_chinese_words(self._chinese_names())  # before tokenising: 二甲双胍 stays one word
-            corpus = [self.tokenize(t) for t in texts]
-            model = None
-            if any(corpus):
-                import bm25s
+    def _identity(self) -> dict:
+        return {"kb": self.store.kb_uid(), "with_title": self.with_title}
 
-                logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG
-                model = bm25s.BM25(k1=self.k1, b=self.b)
-                model.index(corpus, show_progress=False)
-            self._index = _Index(gen, ids, model)
-            self._masks.clear()
-            log.debug("bm25 index built: %d chunks, generation %d", ids.size, gen)
-            return self._index
+    # ---- reading chunks --------------------------------------------------------------------------
+
+    def _select(self):  # type: ignore[no-untyped-def]
+        return (select(m.Chunk.id, m.Chunk.text, m.Chunk.section, m.Document.title)
+                .join(m.Document, m.Document.id == m.Chunk.document_id))
+
+    def _docs(self, rows: Sequence) -> list[tuple[int, list[int]]]:  # type: ignore[type-arg]
+        """(chunk id, term ids) of chunk rows; new terms join the (append-only) vocabulary."""
+        texts = [" ".join(p for p in ((r[3] if self.with_title else ""), r[2] or "", r[1]) if p) for r in rows]
+        if not self._zh_loaded and any(is_cjk(t) for t in texts):
+            add_chinese_words(self._chinese_names())  # before tokenising: 二甲双胍 stays one word
+            self._zh_loaded = True
+        vocab = self._vocab
+        out = []
+        for r, t in zip(rows, texts):
+            toks = self.tokenize(t)
+            for w in toks:
+                if w not in vocab:
+                    vocab[w] = len(vocab)
+            out.append((int(r[0]), [vocab[w] for w in toks]))
+        return out
 
     def _chinese_names(self) -> list[str]:
         """The knowledge base's Chinese entity names (CMeKG and any other loaded source), for the segmenter."""
@@ -105,27 +117,188 @@ class BM25Generator:
         with self.store.engine.connect() as c:
             return [n for (n,) in c.execute(q) if 2 <= len(n) <= 20 and is_cjk(n) and " " not in n]
 
-    def _mask(self, idx: _Index, filters: SearchFilters) -> np.ndarray:
-        key = (idx.generation, filters)
-        mask = self._masks.get(key)
+    # ---- opening: load or build ------------------------------------------------------------------
+
+    def _build(self) -> lx.View:
+        """Every chunk, read once. The log position is read first: changes after it are replayed."""
+        seq, gen = self.store.last_change_seq(), self.store.generation()
+        with self.store.engine.connect() as c:
+            rows = c.execute(self._select().order_by(m.Chunk.id)).all()
+        self._vocab: dict[str, int] = {}
+        self._zh_loaded = False
+        docs = self._docs(rows)
+        seg = lx.build_segment([d[0] for d in docs], [d[1] for d in docs], len(self._vocab))
+        self.builds += 1
+        log.info("lexical index built: %d chunks", seg.size)
+        return lx.View((seg,), (np.ones(seg.size, dtype=bool),), seq, gen, 0, self._vocab)
+
+    def _load(self) -> lx.View | None:
+        """The persisted view brought up to date, or None (and a log line) when it must not be served."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            view = lx.load(self.path, self._identity(), -1)
+            if view.seq > self.store.last_change_seq():
+                raise lx.IndexCorrupt(f"{self.path}: ahead of the knowledge base's change log (another database?)")
+            first = self.store.first_change_seq()
+            if first > view.seq + 1:
+                raise lx.IndexCorrupt(f"{self.path}: older than the oldest change the log still holds")
+            self._vocab = view.vocab
+            self._zh_loaded = False
+            for _ in range(3):  # writers may land between the catch-up and the count
+                view = self._catch_up(view)
+                if view.n_docs == self.store.count("chunks"):
+                    self.loaded_from_file = True
+                    return view
+            raise lx.IndexCorrupt(f"{self.path}: its rows do not match the chunks table")
+        except lx.IndexCorrupt as exc:
+            log.warning("lexical index not used, rebuilding: %s", exc)
+            return None
+
+    def _open(self) -> lx.View:
+        view = self._load()
+        if view is None:
+            view = self._catch_up(self._build())
+            self._save(view)
+        return view
+
+    # ---- following the change log ------------------------------------------------------------------
+
+    def _catch_up(self, view: lx.View) -> lx.View:
+        """Apply every logged change after ``view.seq`` (and any hole that has since committed)."""
+        gen = self.store.generation()
+        now = time.monotonic()
+        changes, after = [], view.seq
+        while True:
+            batch = self.store.chunk_changes_since(after, limit=LOG_FETCH)
+            changes += batch
+            if len(batch) < LOG_FETCH:
+                break
+            after = batch[-1][0]
+        if self._holes:
+            self._holes = {h: t for h, t in self._holes.items() if now - t < HOLE_TTL_S}
+            found = self.store.chunk_changes_at(sorted(self._holes))
+            changes += found
+            for s, _ in found:
+                self._holes.pop(s, None)
+        if not changes:
+            return view if view.generation == gen else _with(view, generation=gen)
+        seqs = {s for s, _ in changes}
+        last = max(view.seq, max(seqs))
+        for h in range(view.seq + 1, last + 1):
+            if h not in seqs:
+                self._holes.setdefault(h, now)
+        changed = sorted({c for _, c in changes})
+        rows = []
+        with self.store.engine.connect() as c:
+            for i in range(0, len(changed), FETCH):
+                rows += c.execute(self._select().where(m.Chunk.id.in_(changed[i : i + FETCH]))).all()
+        view = lx.apply_changes(view, changed, self._docs(rows), last, gen)
+        log.debug("lexical index: %d changed chunks applied, log position %d", len(changed), last)
+        return view
+
+    def _publish(self, view: lx.View) -> None:
+        self._view = view
+        self._masks = {}
+
+    def refresh(self) -> lx.View:
+        """Catch up with the knowledge base now (no-op when the generation has not moved), then compact."""
+        view = self._view
+        if view is None:
+            return self.index()
+        if self.store.generation() == view.generation:  # a hole that commits moves the generation too
+            return view
+        with self._write:
+            view = self._catch_up(self._view)  # type: ignore[arg-type]
+            self._publish(view)
+            full = lx.needs_compaction(view)
+            if full is not None:
+                view = lx.compact(view, full=full)
+                self._publish(view)
+                if full:
+                    self._save(view)
+            return view
+
+    def follow(self, interval: float = 0.2) -> None:
+        """Keep the index current from a background thread; queries stop catching up themselves."""
+        self.index()
+        if self._following is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                    view = self._view
+                    if (view is not None and view.seq != self._saved_seq
+                            and time.monotonic() - self._saved_at > SAVE_EVERY_S):
+                        with self._write:
+                            self._save(view)
+                except Exception as exc:  # the database may be away for a while: keep serving the last view
+                    log.warning("lexical index refresh failed: %s", type(exc).__name__)
+
+        self._following = threading.Thread(target=loop, name="medkb-lexical", daemon=True)
+        self._following.start()
+
+    def close(self) -> None:
+        """Stop following and persist the current view."""
+        self._stop.set()
+        if self._following is not None:
+            self._following.join(timeout=5)
+            self._following = None
+        if self._view is not None and self._view.seq != self._saved_seq:
+            with self._write:
+                self._save(self._view)
+
+    def _save(self, view: lx.View) -> None:
+        if self.path is None:
+            return
+        try:
+            lx.save(view, self.path, self._identity())
+            self._saved_seq, self._saved_at = view.seq, time.monotonic()
+        except OSError as exc:  # a read-only directory: the index still serves, it is rebuilt next start
+            log.warning("lexical index not saved to %s: %s", self.path, exc)
+
+    @property
+    def ready(self) -> bool:
+        """Opened (loaded or built): queries will not wait for a build."""
+        return self._view is not None
+
+    def index(self) -> lx.View:
+        """The current view (opened on first use; caught up first unless a background thread follows)."""
+        view = self._view
+        if view is None:
+            with self._write:
+                if self._view is None:
+                    self._publish(self._open())
+            return self._view  # type: ignore[return-value]
+        if self._following is None:
+            return self.refresh()
+        return view
+
+    # ---- queries ----------------------------------------------------------------------------------
+
+    def _mask(self, view: lx.View, filters: SearchFilters) -> np.ndarray:
+        key = (view.version, view.generation, filters)
+        masks = self._masks
+        mask = masks.get(key)
         if mask is None:
             allowed = self.store.allowed_chunk_ids(filters)
-            mask = np.isin(idx.ids, allowed, assume_unique=True)
-            if len(self._masks) > 64:
-                self._masks.clear()
-            self._masks[key] = mask
+            mask = np.isin(view.ids, allowed) & view.live_mask
+            if len(masks) > 64:
+                masks.clear()
+            masks[key] = mask
         return mask
 
     def scores(self, query: str, filters: SearchFilters) -> tuple[np.ndarray, np.ndarray]:
         """(chunk ids, scores) over the whole index, 0 where the filters hide a chunk."""
-        idx = self.index()
-        if idx.model is None or idx.ids.size == 0:
-            return idx.ids, np.zeros(idx.ids.size, dtype=np.float32)
+        view = self.index()
         tokens = self.tokenize(query)
-        if not tokens:  # a query with no indexable word (bm25s raises IndexError on [])
-            return idx.ids, np.zeros(idx.ids.size, dtype=np.float32)
-        scores = np.asarray(idx.model.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]
-        return idx.ids, np.where(self._mask(idx, filters), scores, 0.0).astype(np.float32)
+        if not tokens or view.n_docs == 0:
+            return view.ids, np.zeros(view.ids.size, dtype=np.float32)
+        scores = view.scores(tokens, self.k1, self.b)
+        return view.ids, np.where(self._mask(view, filters), scores, 0.0).astype(np.float32)
 
     def search(self, query: str, filters: SearchFilters, n: int) -> list[Candidate]:
         ids, scores = self.scores(query, filters)
@@ -134,30 +307,27 @@ class BM25Generator:
     def query_terms(self, query: str, chunk_ids: Sequence[int]) -> QueryTerms:
         """The query's terms with their IDF in this index, and which of ``chunk_ids`` contain each.
 
-        Read from the index itself (document frequencies are the lengths of its CSC columns), so no
-        passage is tokenized again. A term the index has never seen gets the largest possible IDF:
+        Read from the index itself (document frequencies are the live lengths of its posting lists), so
+        no passage is tokenized again. A term the index has never seen gets the largest possible IDF:
         a query whose rare words appear nowhere is a question the knowledge base cannot answer.
         """
-        idx = self.index()
-        terms = list(dict.fromkeys(self.tokenize(query)))
-        n_docs = max(int(idx.ids.size), 1)
-        present = np.zeros((len(chunk_ids), len(terms)), dtype=bool)
-        df = np.zeros(len(terms), dtype=np.float64)
-        if idx.model is not None and terms and len(chunk_ids):
-            model = idx.model
-            vocab, indptr, indices = model.vocab_dict, model.scores["indptr"], model.scores["indices"]  # type: ignore[attr-defined]
-            rows = np.searchsorted(idx.ids, np.asarray(chunk_ids, dtype=np.int64))
-            rows = np.where((rows < idx.ids.size) & (idx.ids[np.minimum(rows, idx.ids.size - 1)]
-                                                     == np.asarray(chunk_ids)), rows, -1)
-            for j, t in enumerate(terms):
-                tid = vocab.get(t)
-                if tid is None:
-                    continue
-                col = indices[indptr[tid] : indptr[tid + 1]]
-                df[j] = col.size
-                present[:, j] = np.isin(rows, col)
+        view = self.index()
+        words = list(dict.fromkeys(self.tokenize(query)))
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        present = np.zeros((ids.size, len(words)), dtype=bool)
+        df = np.zeros(len(words), dtype=np.float64)
+        for j, t in enumerate(words):
+            tid = view.vocab.get(t)
+            df[j] = view.df(tid)
+            if ids.size:
+                present[:, j] = view.contains(tid, ids)
+        n_docs = max(view.n_docs, 1)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))  # Lucene's IDF, what bm25s scores with
-        return QueryTerms(tuple(terms), idf, df, present, self.k1)
+        return QueryTerms(tuple(words), idf, df, present, self.k1)
+
+
+def _with(view: lx.View, *, generation: int) -> lx.View:
+    return lx.View(view.segments, view.alive, view.seq, generation, view.version, view.vocab)
 
 
 def top_candidates(ids: np.ndarray, scores: np.ndarray, n: int) -> list[Candidate]:

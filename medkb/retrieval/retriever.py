@@ -74,11 +74,17 @@ class Retriever:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self.bm25.close()
 
     def warm(self) -> None:
-        """Build the BM25 index and the store's vector matrix now rather than on the first query."""
+        """Open the BM25 index and the store's vector matrix now rather than on the first query."""
         self.bm25.index()
         self.store.allowed_chunk_ids(SearchFilters())
+
+    def follow(self) -> None:
+        """Keep the lexical index current from a background thread (a server's queries then never wait
+        for it); without this every query catches up first, incrementally."""
+        self.bm25.follow()
 
     def search(self, query: str, filters: SearchFilters | None = None, k: int = 10,
                mode: str = "hybrid") -> SearchResult:
