@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-import uuid
 
 from sqlalchemy import Integer, String, cast, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from medkb.errors import Conflict
@@ -19,7 +17,7 @@ GENERATION_KEY = "chunk_generation"
 GENERATION_KEYS = (GENERATION_KEY, *(f"{GENERATION_KEY}.{i}" for i in range(1, 8)))
 EMBED_MODEL_KEY = "embedding_model"
 EMBED_DIM_KEY = "embedding_dim"
-KB_UID_KEY = "kb_uid"  # names this knowledge base: files kept beside it (lexical index) must match it
+KB_ID_KEY = "kb_id"  # a random id per knowledge base: files derived from it (the ANN index) name it
 
 
 class MetaMixin:
@@ -59,22 +57,20 @@ class MetaMixin:
             s.add(m.Meta(key=key, value="1"))
             s.flush()
 
-    def kb_uid(self) -> str:
-        """A random id given to the knowledge base once (at ``init``, or on first ask for an older one)."""
-        uid = self.get_meta(KB_UID_KEY)
-        if uid is not None:
-            return uid
+    def kb_id(self) -> str:
+        """This knowledge base's random id, made on first use (not a chunk write: the generation stays)."""
+        cur = self.get_meta(KB_ID_KEY)
+        if cur is not None:
+            return cur
+        import uuid
 
         def run() -> None:
             with self.session() as s:
-                if self.get_meta(KB_UID_KEY, s) is None:
-                    self._set_meta(s, KB_UID_KEY, uuid.uuid4().hex)
+                if self.get_meta(KB_ID_KEY, s) is None:
+                    self._set_meta(s, KB_ID_KEY, uuid.uuid4().hex)
 
-        try:
-            retrying(run)
-        except IntegrityError:  # another process gave it one at the same moment
-            pass
-        return str(self.get_meta(KB_UID_KEY))
+        retrying(run)
+        return str(self.get_meta(KB_ID_KEY))
 
     def record_dimension(self, dim: int) -> None:
         """Fix the knowledge base's embedding dimension at ``init``; another one later is a Conflict."""
@@ -86,8 +82,6 @@ class MetaMixin:
                                    "use a new database for a model of another dimension")
                 if cur is None:
                     self._set_meta(s, EMBED_DIM_KEY, str(dim))
-                if self.get_meta(KB_UID_KEY, s) is None:
-                    self._set_meta(s, KB_UID_KEY, uuid.uuid4().hex)
                 have = set(s.scalars(select(m.Meta.key).where(m.Meta.key.in_(GENERATION_KEYS))))
                 s.add_all(m.Meta(key=k, value="0") for k in GENERATION_KEYS if k not in have)
 

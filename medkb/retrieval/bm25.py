@@ -87,7 +87,7 @@ class BM25Generator:
     # ---- identity of the persisted file ----------------------------------------------------------
 
     def _identity(self) -> dict:
-        return {"kb": self.store.kb_uid(), "with_title": self.with_title}
+        return {"kb": self.store.kb_id(), "with_title": self.with_title}
 
     # ---- reading chunks --------------------------------------------------------------------------
 
