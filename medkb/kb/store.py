@@ -295,9 +295,10 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
 
     # ---- filtering and vectors ------------------------------------------------------------
 
-    def allowed_chunk_ids(self, filters: SearchFilters) -> np.ndarray:
-        """Sorted ids of the chunks ``filters`` lets a query see (cached until the next write)."""
-        gen = self.generation()
+    def allowed_chunk_ids(self, filters: SearchFilters, generation: int | None = None) -> np.ndarray:
+        """Sorted ids of the chunks ``filters`` lets a query see (cached until the next write; a follower
+        prepares the entry of a ``generation`` before it pins it)."""
+        gen = self.generation() if generation is None else generation
         key = (gen, filters)
         with self._lock:
             hit = self._filter_cache.get(key)
@@ -312,10 +313,17 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             ).all()
         arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
         with self._lock:
-            if len(self._filter_cache) > 64:
-                self._filter_cache.clear()
+            if len(self._filter_cache) > 64:  # older generations' entries go first
+                self._filter_cache = {k: v for k, v in self._filter_cache.items() if k[0] == gen}
+                if len(self._filter_cache) > 64:
+                    self._filter_cache.clear()
             self._filter_cache[key] = arr
         return arr
+
+    def recent_filters(self) -> list[SearchFilters]:
+        """The filters queries used lately (the filter cache's keys): what a follower prepares ahead."""
+        with self._lock:
+            return list(dict.fromkeys(f for _, f in self._filter_cache))
 
     def _invalidate(self) -> None:
         with self._lock:

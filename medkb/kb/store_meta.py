@@ -38,8 +38,21 @@ class MetaMixin:
         else:
             row.value = value
 
+    _pinned_generation: int | None = None
+
     def generation(self) -> int:
-        """Bumped in the same transaction as every chunk write, so caches see other processes' writes."""
+        """Bumped in the same transaction as every chunk write, so caches see other processes' writes.
+
+        A serving process pins it (``pin_generation``): its caches then move when its background
+        follower has prepared the next state, not on the first query after each write."""
+        pinned = self._pinned_generation
+        return pinned if pinned is not None else self.read_generation()
+
+    def pin_generation(self, generation: int | None) -> None:
+        self._pinned_generation = generation
+
+    def read_generation(self) -> int:
+        """The generation as the database has it now (never the pinned one)."""
         with self.session() as s:
             total = s.scalar(select(func.sum(cast(m.Meta.value, Integer))).where(m.Meta.key.in_(GENERATION_KEYS)))
         return int(total or 0)

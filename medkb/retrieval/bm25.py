@@ -60,8 +60,8 @@ class BM25Generator:
     marked dead; segments are merged when they pile up. Filters are applied inside scoring (hidden rows
     score 0 before the top-k), so a filtered query still gets its full ``n``.
 
-    Without ``follow()`` a query first catches up itself (incremental, never a rebuild); after it, a
-    background thread does, and queries score whatever view is published, never waiting for a writer.
+    Unless a Follower (``follow.py``) keeps it current, a query first catches up itself (incremental,
+    never a rebuild); with one, queries score whatever view is published, never waiting for a writer.
     """
 
     name = "bm25"
@@ -77,8 +77,7 @@ class BM25Generator:
         self._masks: dict[tuple[int, int, SearchFilters], np.ndarray] = {}
         self._holes: dict[int, float] = {}  # log positions not yet seen -> when first missed
         self._zh_loaded = False
-        self._following: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.followed = False  # a Follower keeps this index current: queries never catch up themselves
         self._saved_seq = -1
         self._saved_at = 0.0
         self.builds = 0  # full builds from the chunks table (tests and benches read it)
@@ -121,7 +120,7 @@ class BM25Generator:
 
     def _build(self) -> lx.View:
         """Every chunk, read once. The log position is read first: changes after it are replayed."""
-        seq, gen = self.store.last_change_seq(), self.store.generation()
+        seq, gen = self.store.last_change_seq(), self.store.read_generation()
         with self.store.engine.connect() as c:
             rows = c.execute(self._select().order_by(m.Chunk.id)).all()
         self._vocab: dict[str, int] = {}
@@ -166,7 +165,7 @@ class BM25Generator:
 
     def _catch_up(self, view: lx.View) -> lx.View:
         """Apply every logged change after ``view.seq`` (and any hole that has since committed)."""
-        gen = self.store.generation()
+        gen = self.store.read_generation()
         now = time.monotonic()
         changes, after = [], view.seq
         while True:
@@ -206,7 +205,7 @@ class BM25Generator:
         view = self._view
         if view is None:
             return self.index()
-        if self.store.generation() == view.generation:  # a hole that commits moves the generation too
+        if self.store.read_generation() == view.generation:  # a hole that commits moves the generation too
             return view
         with self._write:
             view = self._catch_up(self._view)  # type: ignore[arg-type]
@@ -219,34 +218,15 @@ class BM25Generator:
                     self._save(view)
             return view
 
-    def follow(self, interval: float = 0.2) -> None:
-        """Keep the index current from a background thread; queries stop catching up themselves."""
-        self.index()
-        if self._following is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.refresh()
-                    view = self._view
-                    if (view is not None and view.seq != self._saved_seq
-                            and time.monotonic() - self._saved_at > SAVE_EVERY_S):
-                        with self._write:
-                            self._save(view)
-                except Exception as exc:  # the database may be away for a while: keep serving the last view
-                    log.warning("lexical index refresh failed: %s", type(exc).__name__)
-
-        self._following = threading.Thread(target=loop, name="medkb-lexical", daemon=True)
-        self._following.start()
+    def save_if_due(self) -> None:
+        """Persist the view when it moved since the last save and SAVE_EVERY_S has passed (a follower calls it)."""
+        view = self._view
+        if view is not None and view.seq != self._saved_seq and time.monotonic() - self._saved_at > SAVE_EVERY_S:
+            with self._write:
+                self._save(view)
 
     def close(self) -> None:
-        """Stop following and persist the current view."""
-        self._stop.set()
-        if self._following is not None:
-            self._following.join(timeout=5)
-            self._following = None
+        """Persist the current view if it moved since the last save."""
         if self._view is not None and self._view.seq != self._saved_seq:
             with self._write:
                 self._save(self._view)
@@ -273,14 +253,12 @@ class BM25Generator:
                 if self._view is None:
                     self._publish(self._open())
             return self._view  # type: ignore[return-value]
-        if self._following is None:
-            return self.refresh()
-        return view
+        return view if self.followed else self.refresh()
 
     # ---- queries ----------------------------------------------------------------------------------
 
     def _mask(self, view: lx.View, filters: SearchFilters) -> np.ndarray:
-        key = (view.version, view.generation, filters)
+        key = (view.version, self.store.generation(), filters)  # the pinned one when followed
         masks = self._masks
         mask = masks.get(key)
         if mask is None:

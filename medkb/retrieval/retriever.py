@@ -48,6 +48,7 @@ class Retriever:
         self._embedder_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medkb-retrieval")
         self._gate: EvidenceGate | None = None
+        self._follower: Any = None
 
     @property
     def gate(self) -> EvidenceGate:
@@ -73,6 +74,8 @@ class Retriever:
             return self._embedder
 
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
         self._pool.shutdown(wait=False)
         self.bm25.close()
 
@@ -81,10 +84,14 @@ class Retriever:
         self.bm25.index()
         self.store.allowed_chunk_ids(SearchFilters())
 
-    def follow(self) -> None:
-        """Keep the lexical index current from a background thread (a server's queries then never wait
-        for it); without this every query catches up first, incrementally."""
-        self.bm25.follow()
+    def follow(self, interval: float = 0.2) -> None:
+        """Move the indexes and caches to each new generation from a background thread (a server's
+        queries then never wait for a refresh); without this a query catches up first, incrementally."""
+        from medkb.retrieval.follow import Follower
+
+        if self._follower is None:
+            self._follower = Follower(self.store, self.bm25, interval)
+            self._follower.start()
 
     def search(self, query: str, filters: SearchFilters | None = None, k: int = 10,
                mode: str = "hybrid") -> SearchResult:
