@@ -1,15 +1,15 @@
 """chunk change log (chunk_changes): lexical indexes in every process catch up by sequence, not by re-reading
 
-Revision ID: 0006_issue13
-Revises: 0005_issue11
+Revision ID: 0007_issue13
+Revises: 0006_issue20
 """
 from __future__ import annotations
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0006_issue13'
-down_revision = '0005_issue11'
+revision = '0007_issue13'
+down_revision = '0006_issue20'
 branch_labels = None
 depends_on = None
 
