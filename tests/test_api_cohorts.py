@@ -24,6 +24,8 @@ def test_researcher_aggregates_admin_rows_everything_audited(eunomia_kb, monkeyp
     admin_id, admin = create_key(store, TENANT, "admin", "data office")
     _, regional = create_key(store, "region-x", "researcher", "regional platform")
     _, clinician = create_key(store, TENANT, "clinician", "ward")
+    # The session's Eunomia store is shared: other tests' audit rows (the CLI's) may precede this test's.
+    audited_before = len(audit.rows(store, TENANT))
     with TestClient(create_app(settings, store)) as c:
         def post(path: str, key: str, body: object) -> object:
             return c.post(f"/v1/cohorts/{path}", json=body, headers={"X-API-Key": key})
@@ -55,6 +57,6 @@ def test_researcher_aggregates_admin_rows_everything_audited(eunomia_kb, monkeyp
     con = duckdb.connect()
     assert con.execute(f"SELECT count(DISTINCT subject_id) FROM '{folder / 'cohort.parquet'}'").fetchone()[0] == 479
     assert con.execute(f"SELECT count(*) FROM '{folder / 'person.parquet'}'").fetchone()[0] == 479
-    rows = [r for r in audit.rows(store, TENANT) if r["action"].startswith("cohort_")]
+    rows = [r for r in audit.rows(store, TENANT)[audited_before:] if r["action"].startswith("cohort_")]
     assert [(r["action"], r["actor"]) for r in rows] == [("cohort_members", admin_id), ("cohort_export", admin_id)]
     assert {r["detail"]["definition_hash"] for r in rows} == {manifest["definition_hash"]}

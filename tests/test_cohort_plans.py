@@ -87,3 +87,14 @@ def test_scratch_tables_are_dropped_after_a_run_and_after_a_failed_one(eunomia_k
     assert _temp_tables(store) == 0
     with store.session() as s:  # nothing half-written either
         assert s.scalar(select(func.count()).select_from(m.CohortRun)) == runs_before
+
+
+def test_mariadb_sessions_keep_a_runs_temporary_rows_in_memory(eunomia_mariadb) -> None:  # type: ignore[no-untyped-def]
+    """A window or GROUP BY of a cohort run above MariaDB's 16 MB default went to an Aria file in /tmp (a run at
+    Eunomia x10 died when that file vanished); every pooled session now allows 256 MB in memory."""
+    store = eunomia_mariadb[0]
+    for _ in range(2):  # a fresh and a reused pooled connection
+        with store.engine.connect() as c:
+            sizes = c.execute(text("SELECT @@session.tmp_table_size, @@session.max_heap_table_size, "
+                                   "@@session.sort_buffer_size")).one()
+        assert tuple(sizes) == (256 << 20, 256 << 20, 16 << 20)

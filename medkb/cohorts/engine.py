@@ -63,11 +63,12 @@ def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[i
         s.flush()
         tmp = TempTables(s.connection())
         try:
-            sq = Evaluation(tmp, d, tenant, codesets).masked_events().subquery("me")
-            s.execute(insert(_E).from_select(
-                ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
-                select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date,
-                       sq.c.op_start, sq.c.op_end, sq.c.mask)))
+            for q in Evaluation(tmp, d, tenant, codesets).masked_events():
+                sq = q.subquery("me")
+                s.execute(insert(_E).from_select(
+                    ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
+                    select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date,
+                           sq.c.op_start, sq.c.op_end, sq.c.mask)))
         finally:
             tmp.drop_all()
         return run.id

@@ -84,8 +84,15 @@ class Evaluation:
         return self.tmp.new(sql.qualified_columns(), sql.qualified_events(d, pe, passed),
                             index=("person_id", "event_id"))
 
-    def masked_events(self) -> Select[Any]:
-        """Every qualified event with the bit mask of the inclusion rules it satisfies."""
+    def masked_events(self) -> list[Select[Any]]:
+        """Every qualified event with the bit mask of the inclusion rules it satisfies, as SELECTs to store."""
+        d = self.d
+        if not d.rules and (d.additional is None or d.additional.is_empty()) and d.primary_limit == "All":
+            # Nothing reads the entry events but the store: they go there straight from the record indexes.
+            return [select(e.c.person_id, e.c.event_id, e.c.start_date, e.c.end_date, e.c.op_start, e.c.op_end,
+                           literal(0).label("mask"))
+                    for pos, c in enumerate(d.primary) for src in self._sources(c)
+                    for e in [sql.entry_candidates(d, self.tenant, src, pos).subquery()]]
         qe = self.qualified()
         q = select(qe.c.person_id, qe.c.event_id, qe.c.start_date, qe.c.end_date, qe.c.op_start, qe.c.op_end)
         bits: list[ColumnElement[Any]] = []
@@ -99,4 +106,4 @@ class Evaluation:
             bits.append(case((r.c.person_id.is_not(None), literal(1 << i)), else_=literal(0)))
         mask: ColumnElement[Any] = sum(bits[1:], bits[0]) if bits else literal(0)
         # In key order (read from qe's index, no sort): the stored entries' index then grows at its end.
-        return q.add_columns(cast(mask, Integer).label("mask")).order_by(qe.c.person_id, qe.c.event_id)
+        return [q.add_columns(cast(mask, Integer).label("mask")).order_by(qe.c.person_id, qe.c.event_id)]
