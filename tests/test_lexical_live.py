@@ -156,6 +156,20 @@ def test_a_follower_moves_queries_to_another_process_write_in_the_background(tmp
         reader.close()
 
 
+def test_filter_sets_a_follower_prepares_never_evict_the_pinned_generations(sqlite_store: KnowledgeStore) -> None:
+    seed(sqlite_store)
+    gen = sqlite_store.read_generation()
+    sqlite_store.pin_generation(gen)
+    try:
+        served = SearchFilters(tenant_id="public")
+        sqlite_store.allowed_chunk_ids(served)
+        for i in range(80):  # a long ingest: the follower prepares the next generations' sets
+            sqlite_store.allowed_chunk_ids(SearchFilters(tenant_id=f"t{i % 3}"), generation=gen + 1 + i)
+        assert (gen, served) in sqlite_store._filter_cache  # queries still find theirs: no recompute
+    finally:
+        sqlite_store.pin_generation(None)
+
+
 @pytest.mark.mariadb
 def test_mariadb_processes_catch_up_by_log_position_including_late_commits(_mariadb_contract_db: str) -> None:
     from tests.conftest import _mariadb_store

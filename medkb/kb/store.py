@@ -313,8 +313,9 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             ).all()
         arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
         with self._lock:
-            if len(self._filter_cache) > 64:  # older generations' entries go first
-                self._filter_cache = {k: v for k, v in self._filter_cache.items() if k[0] == gen}
+            if len(self._filter_cache) > 64:  # older generations' entries go first, never the pinned one's
+                keep = (gen, self._pinned_generation)
+                self._filter_cache = {k: v for k, v in self._filter_cache.items() if k[0] in keep}
                 if len(self._filter_cache) > 64:
                     self._filter_cache.clear()
             self._filter_cache[key] = arr
