@@ -79,6 +79,52 @@ def test_export_is_verified_and_cached_by_weights_checksum(tmp_path: Path, monke
     assert float(e.embed_query("metformin") @ e.embed_passages(["metformin"])[0]) > 0.9999
 
 
+def _pubmedqa_chunks(n_docs: int) -> list[str]:
+    """The chunk texts ingest makes of PubMedQA records (what embed_passages sees in production)."""
+    from medkb.ingest.chunker import Budget
+    from medkb.ingest.corpora import iter_pubmedqa
+    from medkb.ingest.pipeline import to_document
+    from medkb.kb.embeddings import token_counter
+
+    budget = Budget.for_embedder(token_counter("all-MiniLM-L6-v2"))
+    records = list(iter_pubmedqa(shared_data("pubmedqa", "ori_pqal.json")))[:n_docs]
+    return [c.text for r in records if not isinstance(r, Exception)
+            for c in to_document(r, tenant_id="public", source="t", doc_type="literature", lang="en",
+                                 version="1", effective_date=None, budget=budget).chunks]
+
+
+def test_passage_batches_are_grouped_by_tokens_not_characters(onnx, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Batches of 64 sorted by characters (sentence-transformers' way) are ~50 % padding on these chunks."""
+    texts = _pubmedqa_chunks(150)
+    real = sum(onnx.token_count(t) for t in texts)
+    shapes: list[tuple[int, int]] = []
+    run = onnx._session.run
+    monkeypatch.setattr(onnx._session, "run", lambda out, feeds: shapes.append(feeds["input_ids"].shape)
+                        or run(out, feeds))
+    onnx.embed_passages(texts)
+    assert sum(b for b, _ in shapes) == len(texts) and all(b <= onnx.batch_size for b, _ in shapes)
+    padded = sum(b * w for b, w in shapes)
+    assert padded / real <= 1.20, f"{padded} padded tokens for {real} real ones"
+
+
+def test_a_text_gets_the_same_vector_alone_and_padded_in_a_batch(onnx) -> None:  # type: ignore[no-untyped-def]
+    """The fused attention reads the mask as lengths: right padding must not leak into any vector."""
+    texts = ["metformin", "BP 142/91 mmHg, HbA1c 7.9 %", "word " * 120, "高血压的一线治疗药物有哪些？", "?"]
+    batch = OnnxMiniLMEmbedder(batch_size=len(texts)).embed_passages(texts)
+    alone = np.stack([onnx.embed_query(t) for t in texts])
+    np.testing.assert_allclose(batch, alone, atol=2e-5)
+
+
+def test_cached_graph_is_fused_for_onnx_runtime(onnx) -> None:  # type: ignore[no-untyped-def]
+    import onnx as onnx_lib
+
+    ops = [n.op_type for n in onnx_lib.load(str(onnx.path), load_external_data=False).graph.node]
+    assert ops.count("Attention") == 6 and ops.count("SkipLayerNormalization") == 12
+    assert "Softmax" not in ops and "IsNaN" not in ops  # the traced unfused attention
+    manifest = json.loads((onnx.path.parent / "manifest.json").read_text())
+    assert manifest["fused"]["Attention"] == 6
+
+
 def test_serving_process_never_imports_torch(onnx) -> None:  # type: ignore[no-untyped-def]
     code = ("import sys; from medkb.kb.embeddings import load_embedder; "
             "e = load_embedder('all-MiniLM-L6-v2', backend='onnx'); v = e.embed_query('metformin'); "
