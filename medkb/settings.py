@@ -22,6 +22,9 @@ class DatabaseSettings(BaseSettings):
     ssl_verify_identity: bool = True
     pool_size: int = 5
     echo: bool = False
+    # SQLite: chunks at which dense search turns approximate (faiss IVF, kb/ann.py); 0 = always exact.
+    ann_threshold: int = 200_000
+    ann_ef_search: int = 96  # HNSW candidate list per query (more: higher recall, slower)
 
 
 class EmbeddingSettings(BaseSettings):

@@ -9,6 +9,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from medkb.errors import ConfigError, DatabaseUnavailable
 from medkb.kb import migrate
+from medkb.kb.ann import AnnConfig
 from medkb.kb.dberrors import classify
 from medkb.kb.models import DEFAULT_EMBEDDING_DIM
 from medkb.kb.mysql import MySQLStore
@@ -51,7 +52,7 @@ def open_store(db: DatabaseSettings) -> KnowledgeStore:
         if url.get_backend_name() == "sqlite":
             engine = create_engine(url, echo=db.echo, connect_args={"timeout": 30, "check_same_thread": False})
             configure_sqlite(engine)
-            return SQLiteStore(engine)
+            return SQLiteStore(engine, AnnConfig(threshold=db.ann_threshold, ef_search=db.ann_ef_search))
         engine = create_engine(
             # No ROLLBACK after every COMMIT (one more round trip per transaction: every medkb unit of
             # work ends its own transaction). The ping per checkout stays: a server restart must not

@@ -51,6 +51,9 @@ class InProcessVectors(KnowledgeStore):
             self._ids, self._matrix, self._matrix_gen = ids, np.ascontiguousarray(matrix), gen
             return ids, self._matrix
 
+    def prepare_vectors(self) -> None:
+        self._load_matrix()
+
     def _mask(self, filters: SearchFilters, ids: np.ndarray) -> np.ndarray | None:
         """Boolean row mask of the cached matrix for ``filters``; None when every row is allowed."""
         key = (self._matrix_gen, filters)

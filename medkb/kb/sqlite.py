@@ -1,10 +1,25 @@
-"""SQLite backend: WAL mode, float32 blob embeddings searched in-process (``kb/inprocess.py``)."""
+"""SQLite backend: WAL mode, float32 blob embeddings searched in-process — exactly (``kb/inprocess.py``) below
+the ANN threshold, through a persisted faiss HNSW index (``kb/ann.py``) kept in step with writes above it."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
 from sqlalchemy import Engine, event
 
+from medkb.errors import Conflict
+from medkb.kb.ann import (EXACT_SHARE, SAVE_CHANGED_SHARE, AnnConfig, HnswIndex, IndexUnusable,
+                          bitmap_of, effective_ef)
+from medkb.kb.filters import SearchFilters
 from medkb.kb.inprocess import InProcessVectors
+from medkb.kb.records import VectorHit
+
+log = logging.getLogger(__name__)
+FETCH_ROWS = 20_000  # rows per fetch while reading vectors (bounded memory at any size)
 
 
 def configure_sqlite(engine: Engine) -> None:
@@ -21,6 +36,191 @@ def configure_sqlite(engine: Engine) -> None:
 
 
 class SQLiteStore(InProcessVectors):
-    """The embedded default: one file, exact cosine search over a cached matrix."""
+    """The embedded default: one file; exact cosine search over a cached matrix for a knowledge base under
+    ``ann.threshold`` chunks, approximate (HNSW, filters as an in-search id selector) at or above it; a filter
+    that allows only a small set is searched exactly over that set's rows.
+
+    The HNSW index follows writes by generation: a moved generation costs one scan of the chunk ids (an
+    index-only scan), the vectors of never-seen ids and the removal of vanished ones — never a rebuild. It
+    is saved in ``<db>.ann/`` with checksums and this knowledge base's id; a corrupt, foreign or unreadable
+    save is rebuilt, never served, and a stale one is caught up like a live index.
+    """
 
     backend = "sqlite"
+
+    def __init__(self, engine: Engine, ann: AnnConfig | None = None) -> None:
+        super().__init__(engine)
+        self.ann = ann or AnnConfig()
+        self._ann_lock = threading.Lock()
+        self._graph: HnswIndex | None = None
+        self._graph_gen = -1
+        self._ann_mode: tuple[int, bool] = (-1, False)
+        self._selections: dict[tuple[int, SearchFilters], tuple[np.ndarray | None, np.ndarray | None, float]] = {}
+        self.last_ann_load: dict[str, float | str] = {}
+
+    @property
+    def ann_folder(self) -> Path | None:
+        db = self.engine.url.database
+        return None if not db or db == ":memory:" else Path(db + ".ann")
+
+    # ---- mode ---------------------------------------------------------------------------------
+
+    def uses_ann(self, gen: int | None = None) -> bool:
+        """Approximate search at this generation? (Chunks counted once per generation, from an index: counting
+        only those with a vector would read every row's blob.)"""
+        gen = self.generation() if gen is None else gen
+        if self._ann_mode[0] != gen:
+            if self.ann.threshold <= 0:
+                self._ann_mode = (gen, False)
+            else:
+                with self.engine.connect() as c:
+                    n = c.exec_driver_sql("SELECT count(*) FROM chunks").scalar()
+                self._ann_mode = (gen, self.ann.enabled(int(n or 0)))
+        return self._ann_mode[1]
+
+    def prepare_vectors(self) -> None:
+        if self.uses_ann():
+            self._sync_graph()
+        else:
+            self._load_matrix()
+
+    def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:
+        gen = self.generation()
+        if not self.uses_ann(gen):
+            return super().vector_search(query, k, filters)
+        graph = self._sync_graph(gen)
+        if k <= 0 or graph is None or graph.ntotal == 0:
+            return []
+        q = np.asarray(query, dtype=np.float32).ravel()
+        if q.shape[0] != graph.dim:
+            raise Conflict(f"query dimension {q.shape[0]} != knowledge base dimension {graph.dim}")
+        q = q / (np.linalg.norm(q) or 1.0)
+        with self._ann_lock:  # faiss mutates the index in place on catch-up: searches wait for it
+            bitmap, rows, share = self._selection(filters, graph)
+            if share == 0.0:
+                return []
+            if rows is not None:
+                scores, ids = graph.search_rows(q, k, rows)
+            else:
+                scores, ids = graph.search(q, k, effective_ef(self.ann.ef_search, share), bitmap)
+        order = np.lexsort((ids, -scores))
+        return [VectorHit(int(ids[i]), float(scores[i])) for i in order]
+
+    def _selection(self, filters: SearchFilters, graph: HnswIndex) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+        """How ``filters`` restricts this index: (selector bitmap or None when every graph node is allowed,
+        storage rows when the allowed set is small enough to scan exactly, allowed share of the graph)."""
+        key = (self._graph_gen, filters)
+        hit = self._selections.get(key)
+        if hit is not None:
+            return hit
+        allowed = self.allowed_chunk_ids(filters)
+        in_graph = np.isin(graph.positions_ids, allowed)
+        n_allowed = int(in_graph.sum())
+        share = n_allowed / max(graph.ntotal, 1)
+        rows = bitmap = None
+        if n_allowed <= self.ann.exact_rows or share <= EXACT_SHARE:
+            rows = np.flatnonzero(in_graph)
+        elif n_allowed < graph.ntotal:
+            bitmap = bitmap_of(allowed, int(graph.positions_ids.max()))
+        out = (bitmap, rows, share)
+        if len(self._selections) > 32:
+            self._selections.clear()
+        self._selections[key] = out
+        return out
+
+    # ---- keeping the index in step ----------------------------------------------------------
+
+    def _sync_graph(self, gen: int | None = None) -> HnswIndex | None:
+        gen = self.generation() if gen is None else gen
+        if self._graph is not None and self._graph_gen == gen:
+            return self._graph
+        with self._ann_lock:
+            if self._graph is not None and self._graph_gen == gen:
+                return self._graph
+            t0 = time.perf_counter()
+            if self._graph is None:
+                self._graph, self._graph_gen = self._load_or_build(gen)
+            else:
+                self._catch_up(self._graph, gen)
+            self.last_ann_load["sync_s"] = round(time.perf_counter() - t0, 3)
+            return self._graph
+
+    def _load_or_build(self, gen: int) -> tuple[HnswIndex, int]:
+        folder, kb_id = self.ann_folder, self.kb_id()
+        model, dim = self.embedding_info()
+        if folder is not None and dim is not None:
+            t0 = time.perf_counter()
+            try:
+                graph, saved_gen = HnswIndex.load(folder, kb_id, model, dim)
+                self.last_ann_load.update(how="loaded", load_s=round(time.perf_counter() - t0, 3))
+                if saved_gen != gen:
+                    self._catch_up(graph, gen, save=True)
+                return graph, gen
+            except IndexUnusable as exc:
+                log.warning("rebuilding the dense ANN index: %s", exc)
+                self.last_ann_load["rejected"] = str(exc)
+        t0 = time.perf_counter()
+        seen = self._chunk_ids()
+        ids, vecs = self._vectors(seen)
+        graph = HnswIndex.build(ids, vecs, seen)
+        self.last_ann_load.update(how="built", build_s=round(time.perf_counter() - t0, 3))
+        self._save(graph, gen)
+        return graph, gen
+
+    def _catch_up(self, graph: HnswIndex, gen: int, save: bool = False) -> None:
+        """Apply what changed since the index's generation: vectors of new ids in, vanished ids out."""
+        now = self._chunk_ids()
+        new = np.setdiff1d(now, graph.ids, assume_unique=True)
+        gone = np.setdiff1d(graph.ids, now, assume_unique=True)
+        ids, vecs = self._vectors(new)
+        graph.apply(ids, vecs, new, gone)
+        self._graph_gen = gen
+        self._selections.clear()
+        self.last_ann_load.update(added=int(ids.size), removed=int(gone.size))
+        if graph.needs_rebuild():
+            rebuilt = HnswIndex.build(*self._vectors(now), now)
+            graph.index, graph.ids, graph.tombstones = rebuilt.index, rebuilt.ids, rebuilt.tombstones
+            graph._refresh_views()
+            save = True
+        if save or graph.changed_since_save > SAVE_CHANGED_SHARE * max(graph.ntotal, 1):
+            self._save(graph, gen)
+
+    def _save(self, graph: HnswIndex, gen: int) -> None:
+        folder = self.ann_folder
+        if folder is None:
+            return
+        try:
+            graph.save(folder, gen, self.kb_id(), self.embedding_info()[0])
+        except OSError as exc:  # a read-only or full disk: serve from memory, rebuild after a restart
+            log.warning("could not save the dense ANN index to %s: %s", folder, exc)
+
+    def _chunk_ids(self) -> np.ndarray:
+        """Every chunk id, sorted (SQLite answers from its smallest index, not the vector-laden rows)."""
+        with self.engine.connect() as c:
+            rows = c.exec_driver_sql("SELECT id FROM chunks").scalars().all()
+        return np.sort(np.fromiter(rows, dtype=np.int64, count=len(rows)))
+
+    def _vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, unit vectors) of the chunks in ``ids`` that have an embedding, read in bounded batches."""
+        dim = self.embedding_info()[1] or 0
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        out_ids, out_vecs = [], []
+        lo, hi = int(ids[0]), int(ids[-1])
+        with self.engine.connect() as c:
+            cur = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cur.execute("SELECT id, embedding FROM chunks WHERE id BETWEEN ? AND ? AND embedding IS NOT NULL "
+                        "ORDER BY id", (lo, hi))
+            while rows := cur.fetchmany(FETCH_ROWS):
+                got = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                keep = np.isin(got, ids, assume_unique=True)
+                out_ids.append(got[keep])
+                out_vecs.append(mat[keep])
+            cur.close()
+        if not out_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        vecs = np.vstack(out_vecs)  # a fresh writable copy: normalised in place (1M x 384 is 1.5 GB)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs /= np.where(norms == 0, 1, norms)
+        return np.concatenate(out_ids), vecs

@@ -330,6 +330,9 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
         with self._lock:
             self._filter_cache.clear()
 
+    def prepare_vectors(self) -> None:
+        """Load or catch up whatever the backend searches vectors with, now rather than on the first query."""
+
     @abc.abstractmethod
     def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:
         """Top-k chunks by cosine similarity among those ``filters`` allows, best first."""

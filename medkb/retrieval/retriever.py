@@ -80,9 +80,10 @@ class Retriever:
         self.bm25.close()
 
     def warm(self) -> None:
-        """Open the BM25 index and the store's vector matrix now rather than on the first query."""
+        """Open the BM25 index and the store's vector matrix or ANN index now rather than on the first query."""
         self.bm25.index()
         self.store.allowed_chunk_ids(SearchFilters())
+        self.store.prepare_vectors()
 
     def follow(self, interval: float = 0.2) -> None:
         """Move the indexes and caches to each new generation from a background thread (a server's

@@ -1,0 +1,167 @@
+"""Scale corpora for bench_scale: the real bioasq-dev articles plus synthetic chunks made of real parts.
+
+    nice -n 10 .venv/bin/python bench/scale_corpus.py --db /tmp/i13b/kb-1m.db --chunks 1000000
+
+Embedding a million chunks is hours of CPU here, so every chunk past the 7,661 real articles is SYNTHETIC:
+its vector is the real MiniLM embedding of a real bioasq-dev article plus Gaussian noise (re-normalised; cosine
+to the article's vector ~0.9), its text 3-5 real sentences — most from that same article, one or two from
+random others (bioasq-dev and PubMedQA abstracts). One in ten synthetic documents belongs to a hospital tenant
+(hosp-a / hosp-b), so tenant-filtered search is measured on the same corpus. Chunks are written through
+``KnowledgeStore.add_document`` (one transaction per 50-chunk document), as an ingest writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medkb.kb.factory import init_store, open_store  # noqa: E402
+from medkb.kb.records import ChunkIn, DocumentIn  # noqa: E402
+from medkb.kb.store import KnowledgeStore  # noqa: E402
+from medkb.settings import DatabaseSettings  # noqa: E402
+
+SHARED = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BIOASQ = SHARED / "bioasq-dev"
+MODEL = "all-MiniLM-L6-v2"
+PER_DOC = 50
+NOISE = 0.5  # norm of the noise added to a unit vector: cosine to the source vector ~ 1/sqrt(1 + 0.25) = 0.89
+SYNTHETIC_NOTE = ("SYNTHETIC corpus past the 7,661 real bioasq-dev articles: vectors = real MiniLM embeddings of "
+                  "real articles + Gaussian noise (cos ~0.9), texts = real sentences of bioasq-dev and PubMedQA "
+                  "assembled 3-5 per chunk")
+
+
+def articles() -> list[dict]:
+    with (BIOASQ / "corpus.jsonl").open() as f:
+        return [json.loads(line) for line in f]
+
+
+def article_text(d: dict) -> str:
+    return f"{d.get('title', '')}. {d['text']}"
+
+
+def base_vectors(cache: Path, threads: int = 1) -> np.ndarray:
+    """Real MiniLM embeddings of every bioasq-dev article ("title. text"), embedded once, cached on disk."""
+    texts = [article_text(d) for d in articles()]
+    key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:12]
+    path = cache / f"bioasq-articles-{MODEL}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    from medkb.kb.embeddings import load_embedder
+
+    emb = load_embedder(MODEL, threads=threads)
+    t0 = time.perf_counter()
+    vecs = np.asarray(emb.embed_passages(texts), dtype=np.float32)
+    print(f"embedded {len(texts)} articles once in {time.perf_counter() - t0:.0f} s -> {path}", file=sys.stderr)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
+
+
+def queries() -> dict[str, str]:
+    with (BIOASQ / "queries.jsonl").open() as f:
+        return {str(q["_id"]): q["text"] for q in map(json.loads, f)}
+
+
+def query_vectors(cache: Path, threads: int = 1) -> tuple[list[str], np.ndarray]:
+    """Every bioasq-dev query (ids, real MiniLM query vectors), embedded once in a batch, cached on disk."""
+    qs = queries()
+    ids = sorted(qs)
+    key = hashlib.sha1("\x00".join(qs[i] for i in ids).encode()).hexdigest()[:12]
+    path = cache / f"bioasq-queries-{MODEL}-{key}.npy"
+    if not path.exists():
+        from medkb.kb.embeddings import load_embedder
+
+        emb = load_embedder(MODEL, threads=threads)
+        np.save(path, np.asarray(emb.embed_passages([qs[i] for i in ids]), dtype=np.float32))
+    return ids, np.load(path)
+
+
+def sentence_pool() -> tuple[list[list[str]], list[str]]:
+    """Sentences per bioasq-dev article, and every sentence of bioasq-dev and PubMedQA in one list."""
+    split = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+    per_article = [[s for s in split.split(d["text"]) if len(s) > 20] or [d["text"]] for d in articles()]
+    pool = [s for ss in per_article for s in ss]
+    pq = json.loads((SHARED / "pubmedqa" / "ori_pqal.json").read_text())
+    for item in pq.values():
+        for ctx in item.get("CONTEXTS", []):
+            pool += [s for s in split.split(ctx) if len(s) > 20]
+    return per_article, pool
+
+
+def ingest_real(store: KnowledgeStore, vecs: np.ndarray) -> None:
+    """The real bioasq-dev articles, one chunk each with its real vector (the queries' relevant documents)."""
+    for d, v in zip(articles(), vecs):
+        store.add_document(DocumentIn(
+            tenant_id="public", source="bioasq-dev", external_id=str(d["_id"]), title=d.get("title", ""),
+            chunks=[ChunkIn(text=d["text"], embedding=v)]))
+
+
+def synthetic_docs(start: int, count: int, vecs: np.ndarray, seed: int = 13):
+    """``count`` synthetic documents from number ``start`` on (deterministic per document number)."""
+    per_article, pool = sentence_pool()
+    dim = vecs.shape[1]
+    for d in range(start, start + count):
+        rng = np.random.default_rng([seed, d])
+        src = rng.integers(0, len(vecs), size=PER_DOC)
+        noise = rng.standard_normal((PER_DOC, dim)).astype(np.float32) * (NOISE / np.sqrt(dim))
+        v = vecs[src] + noise
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        chunks = []
+        for a, vec in zip(src, v):
+            own = per_article[a]
+            n_own = int(rng.integers(2, 4))
+            sents = [own[int(i)] for i in rng.integers(0, len(own), size=n_own)]
+            sents += [pool[int(i)] for i in rng.integers(0, len(pool), size=int(rng.integers(1, 3)))]
+            chunks.append(ChunkIn(text=" ".join(sents), embedding=vec))
+        tenant = ("hosp-a", "hosp-b")[d % 2] if d % 10 == 0 else "public"
+        yield DocumentIn(tenant_id=tenant, source="synthetic", external_id=f"syn-{d}", title=f"synthetic {d}",
+                         chunks=chunks)
+
+
+def build(db: Path, chunks: int, cache: Path, log_every: int = 20_000) -> dict:
+    """Fill ``db`` up to ``chunks`` chunks (resumable: documents already written are not rewritten)."""
+    vecs = base_vectors(cache)
+    store = open_store(DatabaseSettings(url=f"sqlite:///{db}"))
+    init_store(store, vecs.shape[1])
+    store.set_embedding_model(MODEL, vecs.shape[1])
+    if store.count("documents") == 0:
+        ingest_real(store, vecs)
+    have = store.count("chunks")
+    start = store.count("documents") - len(vecs)
+    need = max(0, chunks - have) // PER_DOC
+    t0, written = time.perf_counter(), 0
+    for doc in synthetic_docs(start, need, vecs):
+        store.add_document(doc)
+        written += PER_DOC
+        if written % log_every == 0:
+            print(f"  {have + written} chunks, {written / (time.perf_counter() - t0):.0f} chunks/s", file=sys.stderr)
+    secs = time.perf_counter() - t0
+    total = store.count("chunks")
+    store.close()
+    return {"chunks": total, "written": written, "seconds": secs, "chunks_per_s": written / secs if secs else 0.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", type=Path, required=True)
+    ap.add_argument("--chunks", type=int, required=True)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/i13b"))
+    args = ap.parse_args()
+    print(SYNTHETIC_NOTE)
+    print(json.dumps(build(args.db, args.chunks, args.cache)))
+
+
+if __name__ == "__main__":
+    main()
