@@ -63,17 +63,18 @@ def load_avg() -> str:
 
 # ---- the server child ----------------------------------------------------------------------------
 
-def serve_child(db: str, queries: list[str], recall_queries: int) -> dict:
+def serve_child(db: str, queries: list[str], recall_queries: int, modes: tuple[str, ...] = MODES) -> dict:
     """Open, warm every index, answer each query in each mode; timings and memory of this process alone."""
     from medkb.retrieval.retriever import build_retriever
 
     t_start = time.perf_counter()
     store = open_store(DatabaseSettings(url=f"sqlite:///{db}"))
     r = build_retriever(store, Settings())
-    out: dict = {"ann": bool(getattr(store, "uses_ann", lambda: False)())}
-    t0 = time.perf_counter()
-    r.bm25.index()
-    out["bm25_index_s"] = round(time.perf_counter() - t0, 2)
+    out: dict = {"ann": bool(getattr(store, "uses_ann", lambda: False)()), "modes": list(modes)}
+    if "bm25" in modes or "hybrid" in modes:
+        t0 = time.perf_counter()
+        r.bm25.index()
+        out["bm25_index_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     store.allowed_chunk_ids(SearchFilters())
     out["allowed_ids_s"] = round(time.perf_counter() - t0, 2)
@@ -84,12 +85,12 @@ def serve_child(db: str, queries: list[str], recall_queries: int) -> dict:
     t0 = time.perf_counter()
     _ = r.embedder
     out["model_load_s"] = round(time.perf_counter() - t0, 2)
-    r.search(queries[0], SearchFilters(), k=10, mode="hybrid")
+    r.search(queries[0], SearchFilters(), k=10, mode=modes[-1])
     out["ready_s"] = round(time.perf_counter() - t_start, 2)
     out["ready_since_exec_s"] = round(since_exec(), 2)  # imports included: what a restarted server pays
     out.update(rss_gb())
     out["load_before_queries"] = load_avg()
-    for mode in MODES:
+    for mode in modes:
         total, emb = [], []
         for q in queries:
             res = r.search(q, SearchFilters(), k=10, mode=mode)
@@ -98,8 +99,8 @@ def serve_child(db: str, queries: list[str], recall_queries: int) -> dict:
         out[mode] = {"search_ms": pcts(total), "minus_embedding_ms": pcts([t - e for t, e in zip(total, emb)])}
         if mode != "bm25":
             out[mode]["embed_query_ms"] = pcts(emb)
-    tenant = [r.search(q, SearchFilters(tenant_id="hosp-a"), k=10, mode="hybrid") for q in queries[:50]]
-    out["hybrid_tenant_hosp_a_minus_embedding_ms"] = pcts(
+    tenant = [r.search(q, SearchFilters(tenant_id="hosp-a"), k=10, mode=modes[-1]) for q in queries[:50]]
+    out[f"{modes[-1]}_tenant_hosp_a_minus_embedding_ms"] = pcts(
         [x.timings["total"] - x.timings.get("embed_query", 0.0) for x in tenant])
     if out["ann"] and recall_queries:
         out["ann_recall_at_10"] = ann_recall(store, r.embedder, queries[:recall_queries])
@@ -216,21 +217,23 @@ def main() -> None:
     ap.add_argument("--recall-queries", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("/tmp/i13b/bench_scale.json"))
     ap.add_argument("--skip-real-ingest", action="store_true")
+    ap.add_argument("--modes", default=",".join(MODES), help="search modes to time (the last one is also timed "
+                    "tenant-filtered); dense alone skips building the lexical index")
     ap.add_argument("--runs", default="cold,restart", help="server children per size (restart only: indexes exist)")
     ap.add_argument("--child-serve", nargs=2, metavar=("DB", "QUERIES_JSON"), help=argparse.SUPPRESS)
     ap.add_argument("--child-catchup", nargs=2, metavar=("DB", "QUERY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_serve:
         qs = json.loads(Path(args.child_serve[1]).read_text())
-        print(json.dumps(serve_child(args.child_serve[0], qs["queries"], qs["recall"])))
+        print(json.dumps(serve_child(args.child_serve[0], qs["queries"], qs["recall"], tuple(qs.get("modes", MODES)))))
         return
     if args.child_catchup:
         print(json.dumps(catch_up_child(*args.child_catchup)))
         return
     print(sc.SYNTHETIC_NOTE)
     qs = list(sc.queries().values())[: args.queries]
-    qfile = Path("/tmp/i13b/bench_scale_queries.json")
-    qfile.write_text(json.dumps({"queries": qs, "recall": args.recall_queries}))
+    qfile = args.out.with_suffix(".queries.json")
+    qfile.write_text(json.dumps({"queries": qs, "recall": args.recall_queries, "modes": args.modes.split(",")}))
     report: dict = {"note": sc.SYNTHETIC_NOTE, "sizes": {}}
     if not args.skip_real_ingest:
         report["real_ingest"] = real_ingest()
