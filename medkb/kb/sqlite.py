@@ -154,7 +154,7 @@ class SQLiteStore(InProcessVectors):
                 graph, saved_gen = HnswIndex.load(folder, kb_id, model, dim)
                 self.last_ann_load.update(how="loaded", load_s=round(time.perf_counter() - t0, 3))
                 if saved_gen != gen:
-                    self._catch_up(graph, gen, save=True)
+                    self._catch_up(graph, gen, save_if_changed=True)
                 return graph, gen
             except IndexUnusable as exc:
                 log.warning("rebuilding the dense ANN index: %s", exc)
@@ -167,7 +167,7 @@ class SQLiteStore(InProcessVectors):
         self._save(graph, gen)
         return graph, gen
 
-    def _catch_up(self, graph: HnswIndex, gen: int, save: bool = False) -> None:
+    def _catch_up(self, graph: HnswIndex, gen: int, save_if_changed: bool = False) -> None:
         """Apply what changed since the index's generation: vectors of new ids in, vanished ids out."""
         now = self._chunk_ids()
         new = np.setdiff1d(now, graph.ids, assume_unique=True)
@@ -177,6 +177,8 @@ class SQLiteStore(InProcessVectors):
         self._graph_gen = gen
         self._selections.clear()
         self.last_ann_load.update(added=int(ids.size), removed=int(gone.size))
+        # Nothing changed (say, chunks added then deleted while no server ran): no 1.7 GB rewrite at 1M chunks.
+        save = save_if_changed and bool(ids.size or gone.size)
         if graph.needs_rebuild():
             rebuilt = HnswIndex.build(*self._vectors(now), now)
             graph.index, graph.ids, graph.tombstones = rebuilt.index, rebuilt.ids, rebuilt.tombstones
