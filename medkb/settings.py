@@ -62,7 +62,10 @@ class RetrievalSettings(BaseSettings):
 
     bm25_weight: float = 1.2  # tuned on bioasq-dev with z-score fusion (bench/tune_bioasq.py)
     dense_weight: float = 1.0
-    graph_weight: float = 0.3
+    # Boost of a fused candidate naming all of the query's graph_types entities (z-score units), tuned on
+    # one half of bioasq-dev's questions (bench/tune_graph.py); 0 turns the graph leg off in hybrid.
+    graph_weight: float = 4.0
+    graph_types: tuple[str, ...] = ("drug", "gene")
     patient_weight: float = 1.0
     rrf_k: int = 60
     candidates: int = 100
