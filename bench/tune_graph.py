@@ -48,12 +48,12 @@ def retriever(db: str) -> Retriever:
     return build_retriever(store, settings)
 
 
-def collect(r: Retriever, out: Path) -> None:
+def collect(r: Retriever, out: Path, max_q: int | None = None) -> None:
     ds = load_beir(DATA, "test")
     f = SearchFilters(tenant_id="public", sources=(ds.name,))
     n = r.rs.candidates
     runs = {}
-    for qid, text in ds.queries.items():
+    for qid, text in list(ds.queries.items())[:max_q]:
         runs[qid] = {"bm25": r.bm25.search(text, f, n), "dense": r.dense.search(r.embedder.embed_query(text), f, n),
                      "linked": r.graph.link(text, f.tenant_id)}
     out.write_bytes(pickle.dumps({"runs": runs, "filters": f}))
@@ -85,10 +85,11 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=4.0)
     ap.add_argument("--types", default="drug,gene")
     ap.add_argument("--runs", default="/tmp/tune_graph_runs.pkl")
+    ap.add_argument("--max", type=int, default=None, help="collect only the first N queries (a smoke run)")
     a = ap.parse_args()
     r, path = retriever(a.db), Path(a.runs)
     if a.what == "collect":
-        return collect(r, path)
+        return collect(r, path, a.max)
     data = pickle.loads(path.read_bytes())
     if a.what == "grid":
         for types in TYPE_SETS:
