@@ -269,7 +269,7 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             # than joining document_clause into this lookup (SQLite picks a poor plan for that join).
             allowed = self.allowed_chunk_ids(filters)
             ids = np.asarray(chunk_ids, dtype=np.int64)
-            chunk_ids = ids[np.isin(ids, allowed)].tolist()
+            chunk_ids = ids[sorted_member(ids, allowed)].tolist()
             if not chunk_ids:
                 return []
         with self.session() as s:
@@ -336,6 +336,15 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
     @abc.abstractmethod
     def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:
         """Top-k chunks by cosine similarity among those ``filters`` allows, best first."""
+
+
+def sorted_member(ids: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``np.isin(ids, allowed)`` for a sorted ``allowed``: k binary searches, not a sort of the whole set
+    (a page of hits against a million allowed ids: microseconds instead of ~100 ms per query)."""
+    if allowed.size == 0:
+        return np.zeros(ids.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(allowed, ids), allowed.size - 1)
+    return allowed[pos] == ids
 
 
 def _view(c: m.Chunk, d: m.Document, source: str) -> ChunkView:
