@@ -316,15 +316,18 @@ def part_live(db: str, docs: int, mode: str, idle_n: int = 150) -> dict:
             marker = "zorblaxoquine" + str(random.randint(1000, 9999))
             one = scratch / "live-one.jsonl"
             write_docs(one, 1, seed=int(time.time()), marker=marker)
+            # The marker plus the document's opening words: one unique word alone gives BM25 a single hit,
+            # whose z-score is 0 in hybrid fusion (a query a user would not type).
+            probe = json.loads(one.read_text())["text"][:160]
             proc = ingest(db, one)
             lat, found_at, qi = [], None, 0
             t_start = time.perf_counter()
             while proc.poll() is None or found_at is None:
-                ms, ext, ok = srv.search(client, marker, mode)
+                ms, ext, ok = srv.search(client, probe if mode == "hybrid" else marker, mode)
                 lat.append(ms)
                 if proc.poll() is not None and proc.returncode != 0:
                     raise SystemExit(f"ingest failed: see /tmp/i13/ingest-{one.stem}.log")
-                if ext and ext[0].startswith("live-") and found_at is None:
+                if any(e.startswith("live-") for e in ext) and found_at is None:  # in the top 10
                     found_at = time.perf_counter()
                     break
                 ms2 = srv.search(client, queries[qi % len(queries)], mode)[0]  # ordinary traffic meanwhile
