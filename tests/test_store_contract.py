@@ -38,6 +38,30 @@ class TestKnowledgeStoreContract:
         assert init_store(store) is False
         assert store.stats() == before
 
+    def test_kb_id_made_by_two_writers_at_once_keeps_the_first(self, store: KnowledgeStore,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two ingests into a new knowledge base: the other writer commits its kb_id between our read and our
+        insert (reproduced on a second real connection); ours must yield to it, not fail on the key."""
+        import uuid
+
+        from sqlalchemy import delete, insert
+
+        from medkb.kb.store_meta import KB_ID_KEY
+
+        with store.engine.begin() as c:
+            c.execute(delete(m.Meta).where(m.Meta.key == KB_ID_KEY))
+        real = uuid.uuid4
+
+        def other_writer_first() -> uuid.UUID:
+            with store.engine.begin() as c:
+                c.execute(insert(m.Meta).values(key=KB_ID_KEY, value="the-other-writers-id"))
+            monkeypatch.setattr(uuid, "uuid4", real)
+            return real()
+
+        monkeypatch.setattr(uuid, "uuid4", other_writer_first)
+        assert store.kb_id() == "the-other-writers-id"
+        assert store.kb_id() == "the-other-writers-id"
+
     def test_add_and_read_back(self, store: KnowledgeStore, tenant: str) -> None:
         rng = np.random.default_rng(1)
         r = store.add_document(doc(tenant, "d1", ["alpha beta", "gamma delta"], rng, version="1"))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 
+from collections.abc import Callable
+
 from sqlalchemy import Integer, String, cast, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from medkb.errors import Conflict
@@ -18,6 +21,15 @@ GENERATION_KEYS = (GENERATION_KEY, *(f"{GENERATION_KEY}.{i}" for i in range(1, 8
 EMBED_MODEL_KEY = "embedding_model"
 EMBED_DIM_KEY = "embedding_dim"
 KB_ID_KEY = "kb_id"  # a random id per knowledge base: files derived from it (the ANN index) name it
+
+
+def _first_writer_wins(run: Callable[[], None]) -> None:
+    """Run a create-if-absent of kb_meta rows; when another process created them between our read and our
+    insert (two ingests into a new knowledge base at once), its rows stand and the re-run finds them."""
+    try:
+        retrying(run)
+    except IntegrityError:
+        retrying(run)
 
 
 class MetaMixin:
@@ -79,10 +91,10 @@ class MetaMixin:
 
         def run() -> None:
             with self.session() as s:
-                if self.get_meta(KB_ID_KEY, s) is None:
-                    self._set_meta(s, KB_ID_KEY, uuid.uuid4().hex)
+                if self.get_meta(KB_ID_KEY, s) is None:  # insert only: an id once made is never replaced
+                    s.add(m.Meta(key=KB_ID_KEY, value=uuid.uuid4().hex))
 
-        retrying(run)
+        _first_writer_wins(run)
         return str(self.get_meta(KB_ID_KEY))
 
     def record_dimension(self, dim: int) -> None:
@@ -98,7 +110,7 @@ class MetaMixin:
                 have = set(s.scalars(select(m.Meta.key).where(m.Meta.key.in_(GENERATION_KEYS))))
                 s.add_all(m.Meta(key=k, value="0") for k in GENERATION_KEYS if k not in have)
 
-        retrying(run)
+        _first_writer_wins(run)
 
     def embedding_info(self) -> tuple[str | None, int | None]:
         with self.session() as s:
