@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Annotated, Optional
 
 import typer
@@ -60,8 +61,21 @@ def register(app: typer.Typer) -> None:
         _prepare_models(settings)
         # A worker answers the parent's health pings only once it has imported medkb (seconds on a busy machine);
         # uvicorn's 5 s default kills and restarts such workers forever.
-        uvicorn.run("medkb.api.app:app_from_env", factory=True, workers=workers,
-                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_S, **common)  # type: ignore[arg-type]
+        config = uvicorn.Config("medkb.api.app:app_from_env", factory=True, workers=workers,
+                                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S, **common)  # type: ignore[arg-type]
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[listening_socket(config)]).run()
+
+
+def listening_socket(config: "uvicorn.Config") -> socket.socket:  # type: ignore[name-defined]  # noqa: F821
+    """The socket N workers share, with TCP_NODELAY set on it: accepted connections inherit it (Linux). asyncio
+    sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which the parent-bound socket (proto 0) is not,
+    so without this every response on a kept-alive connection waited for Nagle + delayed ACK (~40–60 ms)."""
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _prepare_models(settings: Settings) -> None:
