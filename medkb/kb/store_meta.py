@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy import Integer, String, cast, func, select, update
@@ -87,7 +87,6 @@ class MetaMixin:
         cur = self.get_meta(KB_ID_KEY)
         if cur is not None:
             return cur
-        import uuid
 
         def run() -> None:
             with self.session() as s:

@@ -16,7 +16,7 @@ class Follower:
     """Polls the generation counter; when it moved (any process's commit), catches the lexical index up,
     prepares the filter sets queries used lately, and only then pins the store to the new generation,
     so queries switch from one complete state to the next and never rebuild anything themselves.
-    The vector cache (``prepare_vectors`` where the backend has it) is asked to follow right after."""
+    The vector cache (``prepare_vectors``; a no-op on backends without one) is asked to follow right after."""
 
     def __init__(self, store: KnowledgeStore, bm25: BM25Generator, interval: float = 0.2) -> None:
         self.store, self.bm25, self.interval = store, bm25, interval
@@ -34,9 +34,7 @@ class Follower:
         for f in self.store.recent_filters():
             self.store.allowed_chunk_ids(f, generation=gen)
         self.store.pin_generation(gen)
-        prepare = getattr(self.store, "prepare_vectors", None)
-        if prepare is not None:
-            prepare()
+        self.store.prepare_vectors()  # a no-op where the backend keeps no vector cache
         self.steps += 1
         return True
 
