@@ -118,12 +118,15 @@ class MetaMixin:
 
     def set_embedding_model(self, model: str, dim: int) -> None:
         """Record the knowledge base's embedding model; refuse a second, different one."""
-        with self.session() as s:
-            cur_model, cur_dim = self.get_meta(EMBED_MODEL_KEY, s), self.get_meta(EMBED_DIM_KEY, s)
-            if cur_dim is not None and (int(cur_dim) != dim or cur_model not in (None, model)):
-                raise Conflict(
-                    f"this knowledge base holds {cur_model} embeddings of dimension {cur_dim}; "
-                    f"refusing {model} (dimension {dim}). Use a new database for another model."
-                )
-            self._set_meta(s, EMBED_MODEL_KEY, model)
-            self._set_meta(s, EMBED_DIM_KEY, str(dim))
+        def run() -> None:
+            with self.session() as s:
+                cur_model, cur_dim = self.get_meta(EMBED_MODEL_KEY, s), self.get_meta(EMBED_DIM_KEY, s)
+                if cur_dim is not None and (int(cur_dim) != dim or cur_model not in (None, model)):
+                    raise Conflict(
+                        f"this knowledge base holds {cur_model} embeddings of dimension {cur_dim}; "
+                        f"refusing {model} (dimension {dim}). Use a new database for another model."
+                    )
+                self._set_meta(s, EMBED_MODEL_KEY, model)
+                self._set_meta(s, EMBED_DIM_KEY, str(dim))
+
+        _first_writer_wins(run)  # two first ingests at once both insert the model row; the re-run checks theirs
