@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Any, Final
+
+import numpy as np
 
 # CJK ideographs: Extension A, the Unified block, compatibility ideographs.
 CJK_IDEOGRAPHS: Final = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -136,6 +139,52 @@ def terms(text: str, stop: frozenset[str] = STOPWORDS_EN) -> list[str]:
         elif tok not in stop and (len(tok) > 1 or tok.isdigit()):
             words.append(tok)
     return stem_words(words) + out
+
+
+class TermCoder:
+    """``terms`` of many texts at once, as ids of an append-only vocabulary (``vocab``: term -> id).
+
+    Gives every text the same bag of terms as ``terms(text, stop)``; each distinct word is filtered and
+    stemmed once and remembered, so a million texts cost a regex pass and a dictionary lookup per word
+    instead of a stemmer call. Chinese runs are segmented once per distinct run, with the segmenter's
+    dictionary as it is at that time (words added later apply from the next coder).
+    """
+
+    def __init__(self, vocab: dict[str, int], stop: frozenset[str] = STOPWORDS_EN) -> None:
+        self.vocab, self.stop = vocab, stop
+        self._word: dict[str, int] = {}  # lower-cased token -> term id; -1 dropped; -2 several (Chinese run)
+        self._multi: dict[str, list[int]] = {}
+
+    def _learn(self, new: Iterable[str]) -> None:
+        latin, vocab = [], self.vocab
+        for tok in new:
+            if CJK_RE.match(tok):
+                ids = [vocab.setdefault(w, len(vocab)) for w in segment_chinese(tok) if w not in STOPWORDS_ZH]
+                self._word[tok] = ids[0] if len(ids) == 1 else (-1 if not ids else -2)
+                if len(ids) > 1:
+                    self._multi[tok] = ids
+            elif tok not in self.stop and (len(tok) > 1 or tok.isdigit()):
+                latin.append(tok)
+            else:
+                self._word[tok] = -1
+        for tok, stem in zip(latin, stem_words(latin)):
+            self._word[tok] = vocab.setdefault(stem, len(vocab))
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(terms per text, every text's term ids one after the other), int64 both."""
+        toks = [_TERM.findall(t.lower()) for t in texts]
+        flat = list(chain.from_iterable(toks))
+        new = set(flat).difference(self._word)
+        if new:
+            self._learn(new)
+        ids = np.fromiter(map(self._word.__getitem__, flat), dtype=np.int64, count=len(flat))
+        doc = np.repeat(np.arange(len(toks)), np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)))
+        if (ids == -2).any():  # a Chinese run that is several words: expanded in place, in order
+            parts = [self._multi[w] if i == -2 else [i] for w, i in zip(flat, ids.tolist())]
+            doc = np.repeat(doc, [len(p) for p in parts])
+            ids = np.fromiter(chain.from_iterable(parts), dtype=np.int64, count=doc.size)
+        keep = ids >= 0
+        return np.bincount(doc[keep], minlength=len(texts)).astype(np.int64), ids[keep]
 
 
 _NON_CONTENT = FUNCTION_WORDS_EN | REPORTING_WORDS_EN

@@ -17,7 +17,7 @@ from medkb.kb.filters import SearchFilters
 from medkb.kb.store import KnowledgeStore
 from medkb.retrieval import lexical as lx
 from medkb.retrieval.types import Candidate
-from medkb.text import add_chinese_words, is_cjk, terms
+from medkb.text import STOPWORDS_EN, TermCoder, add_chinese_words, is_cjk, terms
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # (auto-increment values are taken at INSERT, rows seen at COMMIT): it is looked for again this long.
 HOLE_TTL_S = 600.0
 FETCH = 1000  # chunk rows read per query while catching up
+BUILD_BATCH = 20_000  # chunk rows tokenised and reduced to postings at a time by a full build
 LOG_FETCH = 100_000  # change-log rows read per query
 SAVE_EVERY_S = 30.0  # a following index persists itself at most this often, when it has changed
 
@@ -71,6 +72,8 @@ class BM25Generator:
         self.store = store
         self.k1, self.b, self.with_title = k1, b, with_title
         self.tokenize = terms  # the one tokenizer; Chinese words added via medkb.text.add_chinese_words
+        self.stop = STOPWORDS_EN  # what ``tokenize`` drops: the batch coder of indexed chunks drops the same
+        self._coder: TermCoder | None = None
         self.path = default_index_path(store) if index_path == "auto" else (Path(index_path) if index_path else None)
         self._view: lx.View | None = None
         self._write = threading.Lock()  # one writer at a time: open, catch up, compact, save
@@ -94,21 +97,17 @@ class BM25Generator:
         return (select(m.Chunk.id, m.Chunk.text, m.Chunk.section, m.Document.title)
                 .join(m.Document, m.Document.id == m.Chunk.document_id))
 
-    def _docs(self, rows: Sequence) -> list[tuple[int, list[int]]]:  # type: ignore[type-arg]
-        """(chunk id, term ids) of chunk rows; new terms join the (append-only) vocabulary."""
+    def _docs(self, rows: Sequence) -> lx.Docs:  # type: ignore[type-arg]
+        """Chunk rows tokenised (new terms join the append-only vocabulary), the same terms as ``tokenize``."""
         texts = [" ".join(p for p in ((r[3] if self.with_title else ""), r[2] or "", r[1]) if p) for r in rows]
-        if not self._zh_loaded and any(is_cjk(t) for t in texts):
+        if not self._zh_loaded and any(map(is_cjk, texts)):
             add_chinese_words(self._chinese_names())  # before tokenising: 二甲双胍 stays one word
             self._zh_loaded = True
-        vocab = self._vocab
-        out = []
-        for r, t in zip(rows, texts):
-            toks = self.tokenize(t)
-            for w in toks:
-                if w not in vocab:
-                    vocab[w] = len(vocab)
-            out.append((int(r[0]), [vocab[w] for w in toks]))
-        return out
+            self._coder = None  # Chinese runs it has seen were segmented without those words
+        if self._coder is None or self._coder.vocab is not self._vocab:
+            self._coder = TermCoder(self._vocab, self.stop)
+        lengths, term_ids = self._coder.encode(texts)
+        return lx.Docs(np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows)), lengths, term_ids)
 
     def _chinese_names(self) -> list[str]:
         """The knowledge base's Chinese entity names (CMeKG and any other loaded source), for the segmenter."""
@@ -119,14 +118,16 @@ class BM25Generator:
     # ---- opening: load or build ------------------------------------------------------------------
 
     def _build(self) -> lx.View:
-        """Every chunk, read once. The log position is read first: changes after it are replayed."""
+        """Every chunk, streamed in batches. The log position is read first: changes after it are replayed."""
         seq, gen = self.store.last_change_seq(), self.store.read_generation()
-        with self.store.engine.connect() as c:
-            rows = c.execute(self._select().order_by(m.Chunk.id)).all()
         self._vocab: dict[str, int] = {}
         self._zh_loaded = False
-        docs = self._docs(rows)
-        seg = lx.build_segment([d[0] for d in docs], [d[1] for d in docs], len(self._vocab))
+        builder = lx.SegmentBuilder()
+        with self.store.engine.connect() as c:
+            result = c.execution_options(yield_per=BUILD_BATCH).execute(self._select().order_by(m.Chunk.id))
+            for part in result.partitions(BUILD_BATCH):
+                builder.add(self._docs(part))
+        seg = builder.finish(len(self._vocab))
         self.builds += 1
         log.info("lexical index built: %d chunks", seg.size)
         return lx.View((seg,), (np.ones(seg.size, dtype=bool),), seq, gen, 0, self._vocab)

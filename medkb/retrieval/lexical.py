@@ -50,24 +50,86 @@ class Segment:
         return int(self.ids.size)
 
 
-def build_segment(ids: Sequence[int], docs: Sequence[Sequence[int]], n_terms: int) -> Segment:
-    """A segment from (chunk id, term ids with repeats) pairs; ``ids`` need not be sorted."""
-    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
-    cols, rows, tfs = [], [], []
-    dl = np.zeros(len(ids), dtype=np.float32)
-    for new, old in enumerate(order):
-        c = Counter(docs[old])
-        dl[new] = len(docs[old])
-        cols.extend(c.keys())
-        tfs.extend(c.values())
-        rows.extend([new] * len(c))
-    return _csc(np.asarray(ids, dtype=np.int64)[order], dl, np.asarray(cols, dtype=np.int64),
-                np.asarray(rows, dtype=np.int32), np.asarray(tfs, dtype=np.float32), n_terms)
+@dataclass(frozen=True)
+class Docs:
+    """Tokenised chunks: chunk id and term count per chunk, and every chunk's term ids one after the other."""
+
+    ids: np.ndarray  # int64
+    lengths: np.ndarray  # int64, terms (with repeats) per chunk
+    terms: np.ndarray  # int64, sum(lengths) of them
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[int, Sequence[int]]]) -> Docs:
+        """From (chunk id, term ids) pairs."""
+        return cls(np.asarray([p[0] for p in pairs], dtype=np.int64),
+                   np.asarray([len(p[1]) for p in pairs], dtype=np.int64),
+                   np.asarray([t for p in pairs for t in p[1]], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+
+class SegmentBuilder:
+    """A segment built from batches of ``Docs`` in ascending chunk-id order (a bulk build streams the table).
+
+    Each batch is reduced at once to its (term, row, tf) postings, sorted by term (one ``np.unique`` of
+    ~millions of keys); ``finish`` places every batch's postings at their final CSC positions by counting,
+    so no sort ever spans the whole index and no Python loop runs per term or per posting.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[np.ndarray] = []
+        self._dl: list[np.ndarray] = []
+        self._posts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (term, row, tf) per batch
+        self._rows = 0
+        self._last_id = -1
+
+    def add(self, docs: Docs) -> None:
+        if not len(docs):
+            return
+        order = np.argsort(docs.ids, kind="stable")
+        ids = docs.ids[order]
+        if ids[0] <= self._last_id or (ids.size > 1 and (np.diff(ids) <= 0).any()):
+            raise ValueError("batches must hold distinct chunk ids, ascending from one batch to the next")
+        n = ids.size
+        row_of = np.empty(n, dtype=np.int64)
+        row_of[order] = np.arange(n)  # the batch's i-th chunk -> its row in id order
+        rows = np.repeat(row_of, docs.lengths)
+        keys, tf = np.unique(docs.terms * n + rows, return_counts=True)  # sorted by term, then row
+        self._posts.append((keys // n, (keys % n + self._rows).astype(np.int32), tf.astype(np.float32)))
+        self._ids.append(ids)
+        self._dl.append(docs.lengths[order].astype(np.float32))
+        self._rows += n
+        self._last_id = int(ids[-1])
+
+    def finish(self, n_terms: int) -> Segment:
+        counts = [np.bincount(t, minlength=n_terms) for t, _, _ in self._posts]
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(sum(counts) if counts else np.zeros(n_terms, dtype=np.int64), out=indptr[1:])
+        rows = np.empty(int(indptr[-1]), dtype=np.int32)
+        tf = np.empty(int(indptr[-1]), dtype=np.float32)
+        start = indptr[:-1].copy()  # where the next batch's postings of each term go
+        for (t, r, f), c in zip(self._posts, counts):
+            first = np.zeros(n_terms + 1, dtype=np.int64)
+            np.cumsum(c, out=first[1:])
+            pos = start[t] + (np.arange(t.size) - first[t])  # batches come in row order: appended per term
+            rows[pos], tf[pos] = r, f
+            start += c
+        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt))
+        return Segment(cat(self._ids, np.int64), cat(self._dl, np.float32), indptr, rows, tf)
+
+
+def build_segment(docs: Docs, n_terms: int) -> Segment:
+    """A segment from tokenised chunks; ``docs.ids`` need not be sorted."""
+    b = SegmentBuilder()
+    b.add(docs)
+    return b.finish(n_terms)
 
 
 def _csc(ids: np.ndarray, dl: np.ndarray, cols: np.ndarray, rows: np.ndarray, tf: np.ndarray,
          n_terms: int) -> Segment:
-    order = np.lexsort((rows, cols))
+    # (col, row) pairs are distinct: one argsort of a combined key, not a lexsort (3x faster at 1M rows)
+    order = np.argsort(cols.astype(np.int64) * max(int(ids.size), 1) + rows)
     indptr = np.zeros(n_terms + 1, dtype=np.int64)
     np.cumsum(np.bincount(cols, minlength=n_terms), out=indptr[1:])
     return Segment(ids, dl, indptr, rows[order].astype(np.int32), tf[order].astype(np.float32))
@@ -158,8 +220,7 @@ class View:
         return np.isin(chunk_ids, np.concatenate(hit)) if hit else np.zeros(chunk_ids.size, dtype=bool)
 
 
-def apply_changes(view: View, changed: Iterable[int], docs: Sequence[tuple[int, list[int]]], seq: int,
-                  generation: int) -> View:
+def apply_changes(view: View, changed: Iterable[int], docs: Docs, seq: int, generation: int) -> View:
     """A new view: every row of a ``changed`` chunk dropped, then ``docs`` (its current rows) added as a segment.
 
     Idempotent: applying the same change twice leaves one live row per chunk.
@@ -170,8 +231,8 @@ def apply_changes(view: View, changed: Iterable[int], docs: Sequence[tuple[int, 
         hit = np.isin(seg.ids, gone, assume_unique=True) & a
         alive.append(a & ~hit if hit.any() else a)  # copy-on-write: published views are never changed
     segs = list(view.segments)
-    if docs:
-        segs.append(build_segment([d[0] for d in docs], [d[1] for d in docs], len(view.vocab)))
+    if len(docs):
+        segs.append(build_segment(docs, len(view.vocab)))
         alive.append(np.ones(len(docs), dtype=bool))
     keep = [i for i, a in enumerate(alive) if a.any() or i == 0]  # a segment with no live row is dropped
     return View(tuple(segs[i] for i in keep), tuple(alive[i] for i in keep), seq, generation, view.version + 1,
