@@ -38,7 +38,7 @@ from medkb.kb.factory import init_store, open_store  # noqa: E402
 from medkb.kb.filters import SearchFilters  # noqa: E402
 from medkb.settings import DatabaseSettings, Settings  # noqa: E402
 
-WORK = Path("/tmp/i13b")
+WORK = sc.WORK
 
 
 class Precomputed:

@@ -157,7 +157,7 @@ def child(args: list[str], env: dict[str, str] | None = None) -> dict:
 def append_and_delete(db: str, query: str, env: dict[str, str] | None = None) -> dict:
     """2,000 chunks (40 documents) written into the knowledge base at its size, then deleted, while a warmed
     server child waits; its first search after each write is timed (the catch-up a query pays)."""
-    vecs = sc.base_vectors(Path("/tmp/i13b"))
+    vecs = sc.base_vectors(sc.WORK)
     server = subprocess.Popen([sys.executable, __file__, "--child-catchup", db, query], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     assert server.stdout is not None and server.stdin is not None
@@ -189,11 +189,11 @@ def real_ingest(n: int = 1000) -> dict:
     from medkb.ingest.pipeline import ingest_documents
     from medkb.kb.embeddings import load_embedder
 
-    vecs = sc.base_vectors(Path("/tmp/i13b"))
+    vecs = sc.base_vectors(sc.WORK)
     texts = [c.text for d in sc.synthetic_docs(20_000_000, n // sc.PER_DOC, vecs) for c in d.chunks]
     emb = load_embedder(sc.MODEL, threads=1)
     emb.embed_passages(texts[:32])
-    with tempfile.TemporaryDirectory(dir="/tmp/i13b") as tmp:
+    with tempfile.TemporaryDirectory(dir=sc.WORK) as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps({"_id": f"r{i}", "title": "", "text": t}) + "\n"
                                   for i, t in enumerate(texts)))
@@ -215,8 +215,9 @@ def main() -> None:
     ap.add_argument("--db", action="append", default=[], help="LABEL=PATH of a scale_corpus knowledge base")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--recall-queries", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/i13b/bench_scale.json"))
+    ap.add_argument("--out", type=Path, default=sc.WORK / "bench_scale.json")
     ap.add_argument("--skip-real-ingest", action="store_true")
+    ap.add_argument("--skip-write", action="store_true", help="no append/delete from another process")
     ap.add_argument("--modes", default=",".join(MODES), help="search modes to time (the last one is also timed "
                     "tenant-filtered); dense alone skips building the lexical index")
     ap.add_argument("--runs", default="cold,restart", help="server children per size (restart only: indexes exist)")
@@ -246,8 +247,9 @@ def main() -> None:
         for run in args.runs.split(","):
             size[run] = child(["--child-serve", db, str(qfile)], env)
             print(label, f"{run}:", json.dumps(size[run]), flush=True)
-        size["write"] = append_and_delete(db, qs[0], env)
-        print(label, "write:", json.dumps(size["write"]), flush=True)
+        if not args.skip_write:
+            size["write"] = append_and_delete(db, qs[0], env)
+            print(label, "write:", json.dumps(size["write"]), flush=True)
         report["sizes"][label] = size
         args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}; maxrss of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")

@@ -39,6 +39,7 @@ from medkb.settings import DatabaseSettings  # noqa: E402
 SHARED = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BIOASQ = SHARED / "bioasq-dev"
 MODEL = "all-MiniLM-L6-v2"
+WORK = Path(os.environ.get("MEDKB_BENCH_DIR", "/tmp/i13b"))  # vector caches and bench outputs
 PER_DOC = 50
 NOISE = 0.3  # norm of the noise added to the (unit-length) mix of two article vectors
 SYNTHETIC_NOTE = ("SYNTHETIC corpus past the 7,661 real bioasq-dev articles: vectors = mixes of the real MiniLM "
@@ -213,7 +214,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", type=Path, required=True)
     ap.add_argument("--chunks", type=int, required=True)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/i13b"))
+    ap.add_argument("--cache", type=Path, default=WORK)
     ap.add_argument("--vectors", choices=("mix", "clustered"), default="mix")
     ap.add_argument("--indexes", action="store_true", help="then build and persist the lexical and dense indexes "
                     "(timed), so that bench_scale's restart runs load them")
