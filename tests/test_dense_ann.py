@@ -129,9 +129,19 @@ def test_writes_are_caught_up_incrementally_and_deletes_disappear(bioasq, tmp_pa
     assert new_id not in ids(ann, qs[0], SearchFilters(tenant_id="hosp-b"))
     assert ann.last_ann_load["added"] == 1 and ann.last_ann_load["removed"] == 0
     assert ann.last_ann_load["build_s"] == build_s  # caught up, not rebuilt
+    assert ann.last_ann_load["catch_up"] == "log"  # from the change log: O(changes), not a diff of every id
     writer.delete_document(added.document_id)
     assert new_id not in ids(ann, qs[0], SearchFilters(tenant_id="hosp-a"))
-    assert ann.last_ann_load["removed"] == 1
+    assert ann.last_ann_load["removed"] == 1 and ann.last_ann_load["catch_up"] == "log"
+    # The log pruned past the graph's position: the catch-up falls back to diffing the ids (still exact).
+    again = writer.add_document(DocumentIn(
+        tenant_id="hosp-a", source="new", external_id="n1b", title="new",
+        chunks=[ChunkIn(text="another new guideline", embedding=qs[0])])).chunk_ids[0]
+    writer.add_document(DocumentIn(tenant_id="hosp-a", source="new", external_id="n1c", title="new",
+                                   chunks=[ChunkIn(text="and one more", embedding=qs[1])]))
+    writer.prune_chunk_changes(writer.last_change_seq())
+    assert ids(ann, qs[0], SearchFilters(tenant_id="hosp-a"))[0] == again
+    assert ann.last_ann_load["catch_up"] == "id diff" and ann.last_ann_load["added"] == 2
 
 
 def test_restart_loads_the_saved_index_and_catches_up(bioasq, tmp_path: Path) -> None:
@@ -150,6 +160,7 @@ def test_restart_loads_the_saved_index_and_catches_up(bioasq, tmp_path: Path) ->
     third = open_kb(db, 1)
     assert ids(third, qs[1], SearchFilters())[0] == new
     assert third.last_ann_load["how"] == "loaded" and third.last_ann_load["added"] == 1
+    assert third.last_ann_load["catch_up"] == "log"
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "foreign"])
@@ -168,9 +179,10 @@ def test_corrupt_or_foreign_index_is_rebuilt_never_served(bioasq, tmp_path: Path
     elif damage == "truncate":
         index.write_bytes(index.read_bytes()[: index.stat().st_size // 3])
     else:  # another knowledge base's index left in this one's place
-        meta = json.loads((folder / "manifest.json").read_text())
-        meta["kb_id"] = "0" * 32
-        (folder / "manifest.json").write_text(json.dumps(meta))
+        from medkb.kb.checked import load_arrays, save_arrays
+
+        meta, arrays = load_arrays(folder / "manifest.ck")
+        save_arrays(folder / "manifest.ck", {k: np.array(v) for k, v in arrays.items()}, {**meta, "kb_id": "0" * 32})
     again = open_kb(db, 1)
     assert [ids(again, q, SearchFilters()) for q in qs[:10]] == before
     assert again.last_ann_load["how"] == "built" and again.last_ann_load["rejected"]

@@ -221,3 +221,79 @@ class TestKnowledgeStoreContract:
         hits = store.vector_search(np.ones(DIM, dtype=np.float32), 5, f)
         assert [(h.chunk_id, round(h.score, 5)) for h in hits] == [(r.chunk_ids[1], 1.0), (r.chunk_ids[0], 0.0)]
         assert sorted(round(h.score, 5) for h in store.vector_search(np.zeros(DIM, dtype=np.float32), 5, f)) == [0, 0]
+
+
+class TestFollowingWrites:
+    """A store's vector search follows another store's writes and deletes (the matrix by the change log,
+    not a re-read), and the change log is pruned only below the position asked for, keeping its newest row."""
+
+    @staticmethod
+    def _second(store: KnowledgeStore) -> KnowledgeStore:
+        from medkb.kb.factory import open_store
+        from medkb.settings import DatabaseSettings
+
+        return open_store(DatabaseSettings(url=store.engine.url.render_as_string(hide_password=False)))
+
+    def test_vector_search_follows_another_stores_writes_incrementally(self, store: KnowledgeStore,
+                                                                        tenant: str) -> None:
+        rng = np.random.default_rng(11)
+        other = self._second(store)
+        try:
+            kept: dict[int, np.ndarray] = {}
+            f = SearchFilters(tenant_id=tenant)
+
+            def write(ext: str, n: int) -> list[int]:
+                d = doc(tenant, ext, [f"{ext} chunk {j}" for j in range(n)], rng)
+                r = other.add_document(d)
+                kept.update(zip(r.chunk_ids, (c.embedding for c in d.chunks)))
+                return list(r.chunk_ids)
+
+            def check() -> None:
+                ids = sorted(kept)
+                matrix = np.vstack([kept[i] for i in ids])
+                for q in unit(rng, 4):
+                    ref = np.argsort(-(matrix @ q), kind="stable")[:10]
+                    assert [h.chunk_id for h in store.vector_search(q, 10, f)] == [ids[i] for i in ref]
+
+            for i in range(4):
+                write(f"d{i}", 10)
+            check()  # the first search reads the vectors whole
+            stats = getattr(store, "matrix_stats", None)
+            reads = stats["full_reads"] if stats else 0
+            new = write("d9", 5)
+            check()
+            gone = other.find_document(tenant, "guidelines", "d1")[0]["id"]
+            other.delete_document(gone)
+            for cid in [c for c in list(kept) if c not in new][10:20]:
+                kept.pop(cid)
+            check()
+            replaced = write("d2", 3)  # same key, new content: its old chunks go, the new ones come
+            for cid in [c for c in list(kept) if c not in new and c not in replaced][10:20]:
+                kept.pop(cid)
+            check()
+            if stats:  # backends that keep vectors in this process: caught up by the change log, never re-read
+                assert stats["full_reads"] == reads and stats["catch_ups"] >= 3 and stats["masked"] >= 20
+        finally:
+            other.close()
+
+    def test_change_log_prunes_below_a_position_and_keeps_the_newest_row(self, store: KnowledgeStore,
+                                                                         tenant: str) -> None:
+        from medkb.kb.store_changes import ChangeLogGap
+
+        rng = np.random.default_rng(12)
+        start = store.last_change_seq()
+        for i in range(3):
+            store.add_document(doc(tenant, f"p{i}", ["a", "b"], rng))
+        seqs = [q for q, _ in store.chunk_changes_since(start)]  # positions need not start at start + 1
+        last = store.last_change_seq()
+        assert len(seqs) == 6 and seqs[-1] == last
+        cut = seqs[1]
+        assert store.prune_chunk_changes(cut) >= 2
+        assert store.first_change_seq() == seqs[2]
+        assert store.chunk_changes_since(cut) == store.chunk_changes_since(start)
+        with pytest.raises(ChangeLogGap):  # an index at the old position cannot catch up across the gap
+            store.changed_chunks(seqs[0] - 1, {})
+        ids, pos = store.changed_chunks(cut, {})
+        assert pos == last and len(ids) == 4
+        store.prune_chunk_changes(last + 100)  # asked past the end: the newest row stays
+        assert store.first_change_seq() == store.last_change_seq() == last

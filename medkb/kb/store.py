@@ -27,6 +27,7 @@ from medkb.kb.store_sources import SourcesMixin
 
 log = logging.getLogger(__name__)
 
+ALLOWED_FETCH = 100_000  # chunk ids per fetch while computing a filter's allowed set
 # Rows per multi-row INSERT statement (a few MB of text and vectors, under max_allowed_packet).
 INSERT_BATCH = 200
 
@@ -304,14 +305,16 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             hit = self._filter_cache.get(key)
         if hit is not None:
             return hit
-        with self.session() as s:
-            ids = s.scalars(
-                select(m.Chunk.id)
-                .join(m.Document, m.Document.id == m.Chunk.document_id)
-                .where(document_clause(filters))
-                .order_by(m.Chunk.id)
-            ).all()
-        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        # Core rows, unsorted (the chunks.document_id index covers the join), sorted in numpy: at 1M chunks the
+        # ORM session and SQL's ORDER BY (a temp B-tree) were most of the 16.6 s this took on a restart.
+        stmt = (select(m.Chunk.id).join(m.Document, m.Document.id == m.Chunk.document_id)
+                .where(document_clause(filters)))
+        parts = []
+        with self.engine.connect() as c:
+            res = c.execute(stmt)
+            while rows := res.fetchmany(ALLOWED_FETCH):
+                parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        arr = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         with self._lock:
             if len(self._filter_cache) > 64:  # older generations' entries go first, never the pinned one's
                 keep = (gen, self._pinned_generation)
@@ -330,8 +333,13 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
         with self._lock:
             self._filter_cache.clear()
 
-    def prepare_vectors(self) -> None:
-        """Load or catch up whatever the backend searches vectors with, now rather than on the first query."""
+    def prepare_vectors(self, generation: int | None = None) -> None:
+        """Load or catch up whatever the backend searches vectors with to ``generation`` (default: the
+        current one), masks of recent filters included, now rather than on the first query."""
+
+    def saved_positions(self) -> dict[str, int | None]:
+        """Change-log position of each index this store persists (the log is pruned only below them)."""
+        return {}
 
     @abc.abstractmethod
     def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -12,6 +13,14 @@ from medkb.kb import models as m
 
 # Rows per multi-row INSERT into the log (ids only: small).
 LOG_BATCH = 1000
+LOG_FETCH = 100_000  # log rows read per query while catching up
+# A log position missing between two committed ones may belong to a transaction still open on a server
+# (auto-increment values are taken at INSERT, rows seen at COMMIT): it is looked for again this long.
+HOLE_TTL_S = 600.0
+
+
+class ChangeLogGap(Exception):
+    """The log no longer holds every change after a position (pruned past it): the index must be re-read whole."""
 
 
 class ChangesMixin:
@@ -50,3 +59,49 @@ class ChangesMixin:
         with self.session() as s:  # type: ignore[attr-defined]
             return [(int(a), int(b)) for a, b in s.execute(
                 select(m.ChunkChange.seq, m.ChunkChange.chunk_id).where(m.ChunkChange.seq.in_(list(seqs))))]
+
+    def changed_chunks(self, after: int, holes: dict[int, float], ttl: float = HOLE_TTL_S) -> tuple[list[int], int]:
+        """(sorted ids of the chunks written or deleted since log position ``after``, the new position).
+
+        ``holes`` (position -> when first missed; updated in place) are positions below the new one not yet
+        committed when read: each is looked for again on every call for ``ttl`` seconds, so a server
+        transaction that took its position early and committed late is still applied. Read the generation
+        before calling: a commit landing in between is then seen again next time, never lost.
+        ChangeLogGap when the log was pruned past ``after``."""
+        if self.first_change_seq() > after + 1:
+            raise ChangeLogGap(f"the change log starts after position {after + 1}: it was pruned past this index")
+        now = time.monotonic()
+        changes, pos = [], after
+        while True:
+            batch = self.chunk_changes_since(pos, limit=LOG_FETCH)
+            changes += batch
+            if len(batch) < LOG_FETCH:
+                break
+            pos = batch[-1][0]
+        if holes:
+            for h in [h for h, t in holes.items() if now - t >= ttl]:
+                del holes[h]
+            found = self.chunk_changes_at(sorted(holes))
+            changes += found
+            for s, _ in found:
+                holes.pop(s, None)
+        if not changes:
+            return [], after
+        seqs = {s for s, _ in changes}
+        last = max(after, max(seqs))
+        for h in range(after + 1, last + 1):
+            if h not in seqs:
+                holes.setdefault(h, now)
+        return sorted({c for _, c in changes}), last
+
+    def prune_chunk_changes(self, keep_after: int) -> int:
+        """Delete the log rows at or below ``keep_after`` (the caller passes the oldest position every
+        persisted index has reached, less a margin for processes following in memory); the newest row
+        always stays, so a gap stays detectable. Returns how many rows went. An index older than the log's
+        start is refused on load and re-read whole, and a live catch-up across the gap raises
+        ChangeLogGap: never a silent miss."""
+        keep_after = min(keep_after, self.last_change_seq() - 1)
+        if keep_after <= 0:
+            return 0
+        with self.session() as s:  # type: ignore[attr-defined]
+            return int(s.execute(delete(m.ChunkChange).where(m.ChunkChange.seq <= keep_after)).rowcount or 0)

@@ -14,19 +14,16 @@ from sqlalchemy import select
 
 from medkb.kb import models as m
 from medkb.kb.filters import SearchFilters
-from medkb.kb.store import KnowledgeStore
+from medkb.kb.store import KnowledgeStore, sorted_member
+from medkb.kb.store_changes import ChangeLogGap
 from medkb.retrieval import lexical as lx
 from medkb.retrieval.types import Candidate
 from medkb.text import STOPWORDS_EN, TermCoder, add_chinese_words, is_cjk, terms
 
 log = logging.getLogger(__name__)
 
-# A log position missing between two committed ones may belong to a transaction still open on a server
-# (auto-increment values are taken at INSERT, rows seen at COMMIT): it is looked for again this long.
-HOLE_TTL_S = 600.0
 FETCH = 1000  # chunk rows read per query while catching up
 BUILD_BATCH = 20_000  # chunk rows tokenised and reduced to postings at a time by a full build
-LOG_FETCH = 100_000  # change-log rows read per query
 SAVE_EVERY_S = 30.0  # a following index persists itself at most this often, when it has changed
 
 
@@ -151,7 +148,7 @@ class BM25Generator:
                     self.loaded_from_file = True
                     return view
             raise lx.IndexCorrupt(f"{self.path}: its rows do not match the chunks table")
-        except lx.IndexCorrupt as exc:
+        except (lx.IndexCorrupt, ChangeLogGap) as exc:
             log.warning("lexical index not used, rebuilding: %s", exc)
             return None
 
@@ -167,28 +164,9 @@ class BM25Generator:
     def _catch_up(self, view: lx.View) -> lx.View:
         """Apply every logged change after ``view.seq`` (and any hole that has since committed)."""
         gen = self.store.read_generation()
-        now = time.monotonic()
-        changes, after = [], view.seq
-        while True:
-            batch = self.store.chunk_changes_since(after, limit=LOG_FETCH)
-            changes += batch
-            if len(batch) < LOG_FETCH:
-                break
-            after = batch[-1][0]
-        if self._holes:
-            self._holes = {h: t for h, t in self._holes.items() if now - t < HOLE_TTL_S}
-            found = self.store.chunk_changes_at(sorted(self._holes))
-            changes += found
-            for s, _ in found:
-                self._holes.pop(s, None)
-        if not changes:
+        changed, last = self.store.changed_chunks(view.seq, self._holes)
+        if not changed:
             return view if view.generation == gen else _with(view, generation=gen)
-        seqs = {s for s, _ in changes}
-        last = max(view.seq, max(seqs))
-        for h in range(view.seq + 1, last + 1):
-            if h not in seqs:
-                self._holes.setdefault(h, now)
-        changed = sorted({c for _, c in changes})
         rows = []
         with self.store.engine.connect() as c:
             for i in range(0, len(changed), FETCH):
@@ -199,25 +177,44 @@ class BM25Generator:
 
     def _publish(self, view: lx.View) -> None:
         self._view = view
-        self._masks = {}
+        self._masks = {k: v for k, v in self._masks.items() if k[0] == view.version}  # prepared ones stay
 
     def refresh(self) -> lx.View:
         """Catch up with the knowledge base now (no-op when the generation has not moved), then compact."""
+        view = self.prepare()
+        if view is not self._view:
+            self._publish(view)
+        return view
+
+    def prepare(self, generation: int | None = None, filters: Sequence[SearchFilters] = ()) -> lx.View:
+        """The next view (caught up, compacted) and its masks for ``filters`` at ``generation``, without
+        publishing it: a follower publishes it with ``publish`` once everything else is ready too."""
         view = self._view
         if view is None:
             return self.index()
-        if self.store.read_generation() == view.generation:  # a hole that commits moves the generation too
-            return view
         with self._write:
-            view = self._catch_up(self._view)  # type: ignore[arg-type]
-            self._publish(view)
-            full = lx.needs_compaction(view)
-            if full is not None:
-                view = lx.compact(view, full=full)
+            view = self._view  # type: ignore[assignment]
+            if self.store.read_generation() != view.generation:  # a hole that commits moves the generation too
+                try:
+                    view = self._catch_up(view)
+                except ChangeLogGap as exc:  # pruned past this index (it fell far behind): rebuild, off the query path
+                    log.warning("lexical index rebuilt: %s", exc)
+                    view = self._catch_up(self._build())
+                full = lx.needs_compaction(view)
+                if full is not None:
+                    view = lx.compact(view, full=full)
+                    if full:
+                        self._save(view)
+        if generation is not None:
+            for f in filters:
+                self._mask(view, f, generation)
+        return view
+
+    def publish(self, view: lx.View) -> None:
+        """Serve ``view`` from now on (prepared by ``prepare``)."""
+        if view is not self._view:
+            with self._write:
                 self._publish(view)
-                if full:
-                    self._save(view)
-            return view
 
     def save_if_due(self) -> None:
         """Persist the view when it moved since the last save and SAVE_EVERY_S has passed (a follower calls it)."""
@@ -225,6 +222,11 @@ class BM25Generator:
         if view is not None and view.seq != self._saved_seq and time.monotonic() - self._saved_at > SAVE_EVERY_S:
             with self._write:
                 self._save(view)
+
+    @property
+    def saved_seq(self) -> int | None:
+        """Change-log position of the persisted file (None when this index keeps no file)."""
+        return self._saved_seq if self.path is not None and self._saved_seq >= 0 else None
 
     def close(self) -> None:
         """Persist the current view if it moved since the last save."""
@@ -258,13 +260,14 @@ class BM25Generator:
 
     # ---- queries ----------------------------------------------------------------------------------
 
-    def _mask(self, view: lx.View, filters: SearchFilters) -> np.ndarray:
-        key = (view.version, self.store.generation(), filters)  # the pinned one when followed
+    def _mask(self, view: lx.View, filters: SearchFilters, generation: int | None = None) -> np.ndarray:
+        gen = self.store.generation() if generation is None else generation  # the pinned one when followed
+        key = (view.version, gen, filters)
         masks = self._masks
         mask = masks.get(key)
         if mask is None:
-            allowed = self.store.allowed_chunk_ids(filters)
-            mask = np.isin(view.ids, allowed) & view.live_mask
+            allowed = self.store.allowed_chunk_ids(filters, generation=gen)
+            mask = sorted_member(view.ids, allowed) & view.live_mask
             if len(masks) > 64:
                 masks.clear()
             masks[key] = mask

@@ -43,7 +43,7 @@ class GraphGenerator:
         """True when the graph package is installed and some entity names are loaded (checked per write)."""
         gen = self.store.generation() if gen is None else gen
         with self._lock:
-            if gen == self._names_gen:
+            if self._names_gen is not None and self._names_gen >= gen:  # a follower's newer answer stands
                 return self._has_names
         try:
             import medkb.kb.graph.linker  # noqa: F401
@@ -57,14 +57,25 @@ class GraphGenerator:
             self._names_gen, self._has_names = gen, has
         return has
 
-    def _linker(self, tenant_id: str | None) -> Any:
+    def prepare(self, generation: int) -> None:
+        """Read the mention postings and reload the linkers queries used lately for ``generation``, before a
+        follower pins it (queries then find them ready)."""
+        if not self._available(generation):
+            return
+        self.postings.prepare(generation)
+        with self._lock:
+            tenants = list(self._linkers)
+        for t in tenants:
+            self._linker(t, generation)
+
+    def _linker(self, tenant_id: str | None, generation: int | None = None) -> Any:
         """The entity linker, or None without names. Kept per generation: ontology loads and deletes bump
         it, and checking the name table itself (what ``EntityLinker.load`` does) costs ~90 ms a query on a
-        KB with three ontologies."""
-        gen = self.store.generation()
+        KB with three ontologies. A follower's linker for a newer generation serves older ones too."""
+        gen = self.store.generation() if generation is None else generation
         with self._lock:
             hit = self._linkers.get(tenant_id)
-        if hit is not None and hit[0] == gen:
+        if hit is not None and hit[0] >= gen:
             return hit[1]
         if not self._available(gen):
             return None

@@ -35,14 +35,16 @@ class MentionPostings:
         self._p: _Postings | None = None
         self._lock = threading.Lock()
 
-    def _current(self) -> _Postings:
-        gen = self.store.generation()
+    def _current(self, generation: int | None = None) -> _Postings:
+        """The postings at ``generation`` (default: the store's) or newer: a follower reads them ahead of the
+        generation it pins, and queries still at the previous one use them as they are."""
+        gen = self.store.generation() if generation is None else generation
         p = self._p
-        if p is not None and p.generation == gen:
+        if p is not None and p.generation >= gen:
             return p
         with self._lock:
             p = self._p
-            if p is not None and p.generation == gen:
+            if p is not None and p.generation >= gen:
                 return p
             q = select(m.Mention.entity_id, m.Mention.chunk_id, m.Mention.count).order_by(
                 m.Mention.entity_id, m.Mention.chunk_id)
@@ -55,6 +57,9 @@ class MentionPostings:
             indptr = np.append(starts, len(rows)).astype(np.int64)
             self._p = _Postings(gen, entities, indptr, chunks, counts)
             return self._p
+
+    def prepare(self, generation: int) -> None:
+        self._current(generation)
 
     def postings(self, entity_id: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(chunk ids, mention counts) of the chunks naming ``entity_id``, only ``allowed`` ones if given."""

@@ -7,11 +7,6 @@ Writers publish a new ``View`` (copy-on-write liveness, append-only segment list
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = 1
+from medkb.kb.checked import CorruptFile, load_arrays, save_arrays
+
+FORMAT = 2  # 2: one kb/checked.py file (sections mapped, CRC32 each); 1 was SHA-256 + npz
 # Bump when medkb.text's tokenisation changes: a persisted index tokenised otherwise is rebuilt, not served.
 TOKENS_VERSION = 1
 MAX_SEGMENTS = 8  # small segments beyond this are merged into one (a query visits every segment)
@@ -265,59 +262,46 @@ def needs_compaction(view: View) -> bool | None:
 # ---- persistence ---------------------------------------------------------------------------------------
 
 
-MAGIC = b"MEDKBLX1"  # then the SHA-256 of the rest, then an .npz payload
-
-
 def save(view: View, path: Path, identity: dict) -> None:
-    """Write ``view`` (compacted to one segment by the caller or not) atomically: a temp file, then rename."""
+    """Write ``view`` (compacted to one segment by the caller or not) as one checksummed file, atomically."""
     terms = sorted(view.vocab, key=view.vocab.__getitem__)
     arrays: dict[str, np.ndarray] = {"vocab": np.frombuffer("\n".join(terms).encode(), dtype=np.uint8)}
     for i, (s, a) in enumerate(zip(view.segments, view.alive)):
         for name in ("ids", "dl", "indptr", "rows", "tf"):
             arrays[f"s{i}_{name}"] = getattr(s, name)
         arrays[f"s{i}_alive"] = a
-    header = {"format": FORMAT, "tokens": TOKENS_VERSION, "segments": len(view.segments), "seq": view.seq,
-              "terms": len(terms), "identity": identity}
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    payload = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    header = {"kind": "lexical", "format": FORMAT, "tokens": TOKENS_VERSION, "segments": len(view.segments),
+              "seq": view.seq, "terms": len(terms), "identity": identity}
+    save_arrays(path, arrays, header)
 
 
 def load(path: Path, identity: dict, generation: int) -> View:
-    """The persisted view; IndexCorrupt when the file is unreadable, altered, or made for another index."""
-    raw = path.read_bytes()
-    head, digest, payload = raw[: len(MAGIC)], raw[len(MAGIC) : len(MAGIC) + 32], raw[len(MAGIC) + 32 :]
-    if head != MAGIC or hashlib.sha256(payload).digest() != digest:
-        raise IndexCorrupt(f"{path}: not a lexical index, or its checksum does not match")
+    """The persisted view; IndexCorrupt when the file is unreadable, altered, or made for another index.
+
+    The arrays are mapped read-only from the file (segments are immutable; liveness is copied on write), and
+    every section's checksum is verified first (``kb/checked.py``)."""
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        header = json.loads(arrays.pop("header").tobytes().decode())
-    except Exception as exc:  # zip, npy, JSON and I/O errors alike: whatever fails to read is rebuilt
-        raise IndexCorrupt(f"{path}: unreadable ({type(exc).__name__})") from exc
-    if header.get("format") != FORMAT or header.get("tokens") != TOKENS_VERSION:
+        header, arrays = load_arrays(path)
+    except CorruptFile as exc:
+        raise IndexCorrupt(str(exc)) from exc
+    if header.get("kind") != "lexical" or header.get("format") != FORMAT or header.get("tokens") != TOKENS_VERSION:
         raise IndexCorrupt(f"{path}: made by another index format or tokeniser")
     if header.get("identity") != identity:
         raise IndexCorrupt(f"{path}: made for another knowledge base or settings")
-    raw = arrays["vocab"].tobytes().decode()
-    terms = raw.split("\n") if raw else []
-    if len(terms) != header["terms"]:
-        raise IndexCorrupt(f"{path}: vocabulary size mismatch")
-    segs, alive = [], []
-    for i in range(int(header["segments"])):
-        s = Segment(*(arrays[f"s{i}_{n}"] for n in ("ids", "dl", "indptr", "rows", "tf")))
-        a = arrays[f"s{i}_alive"]
-        if not (s.dl.size == s.ids.size == a.size and s.indptr[-1] == s.rows.size == s.tf.size
-                and s.indptr.size <= len(terms) + 1 and (s.rows.size == 0 or int(s.rows.max()) < s.size)):
-            raise IndexCorrupt(f"{path}: segment {i} is inconsistent")
-        segs.append(s)
-        alive.append(a.astype(bool))
+    try:
+        raw = arrays["vocab"].tobytes().decode()
+        terms = raw.split("\n") if raw else []
+        if len(terms) != header["terms"]:
+            raise IndexCorrupt(f"{path}: vocabulary size mismatch")
+        segs, alive = [], []
+        for i in range(int(header["segments"])):
+            s = Segment(*(arrays[f"s{i}_{n}"] for n in ("ids", "dl", "indptr", "rows", "tf")))
+            a = arrays[f"s{i}_alive"]
+            if not (s.dl.size == s.ids.size == a.size and s.indptr[-1] == s.rows.size == s.tf.size
+                    and s.indptr.size <= len(terms) + 1 and (s.rows.size == 0 or int(s.rows.max()) < s.size)):
+                raise IndexCorrupt(f"{path}: segment {i} is inconsistent")
+            segs.append(s)
+            alive.append(a.astype(bool))
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise IndexCorrupt(f"{path}: unreadable ({type(exc).__name__})") from exc
     return View(tuple(segs), tuple(alive), int(header["seq"]), generation, 0, {t: i for i, t in enumerate(terms)})

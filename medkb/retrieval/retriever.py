@@ -82,8 +82,11 @@ class Retriever:
     def warm(self) -> None:
         """Open the BM25 index and the store's vector matrix or ANN index now rather than on the first query."""
         self.bm25.index()
-        self.store.allowed_chunk_ids(SearchFilters())
-        self.store.prepare_vectors()
+        gen = self.store.generation()
+        self.store.allowed_chunk_ids(SearchFilters(), generation=gen)
+        self.store.prepare_vectors(gen)
+        if self.rs.graph_weight > 0:
+            self.graph.prepare(gen)
 
     def follow(self, interval: float = 0.2) -> None:
         """Move the indexes and caches to each new generation from a background thread (a server's
@@ -91,7 +94,7 @@ class Retriever:
         from medkb.retrieval.follow import Follower
 
         if self._follower is None:
-            self._follower = Follower(self.store, self.bm25, interval)
+            self._follower = Follower(self.store, self.bm25, interval, graph=self.graph)
             self._follower.start()
 
     def search(self, query: str, filters: SearchFilters | None = None, k: int = 10,
