@@ -1,8 +1,8 @@
 """Benchmark: a live knowledge base — lexical quality and restart cost of the incremental index, serving during ingest.
 
-    python bench/bench_live.py quality --db sqlite:////tmp/i13/bioasq.db   # bioasq-dev KB (eval retrieval --db)
-    python bench/bench_live.py restart --db sqlite:////tmp/i13/bioasq.db
-    python bench/bench_live.py live --db sqlite:////tmp/i13/kb-100k.db --docs 5000
+    python bench/bench_live.py quality --db sqlite:////tmp/kb/bioasq.db   # bioasq-dev KB (eval retrieval --db)
+    python bench/bench_live.py restart --db sqlite:////tmp/kb/bioasq.db
+    python bench/bench_live.py live --db sqlite:////tmp/kb/kb-100k.db --docs 5000
 
 quality: bioasq-dev BM25 nDCG@10 of today's full-rebuild bm25s index, of the incremental index (built whole, and
   grown by change-log catch-ups), and of SQLite FTS5 (porter tokeniser, and medkb's own tokens), with build times
@@ -44,6 +44,7 @@ from medkb.settings import DatabaseSettings  # noqa: E402
 
 SHARED = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "bench" / "out"
+SCRATCH = Path(os.environ.get("MEDKB_BENCH_SCRATCH", "/tmp/medkb-bench-live"))  # logs and ingest files
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -163,7 +164,7 @@ def part_quality(db: str) -> dict:
                 v = lx.compact(v, full=full)
     grown._publish(v)
     systems["incremental, grown by 20 catch-ups"] = (grown, time.perf_counter() - t0)
-    scratch = Path("/tmp/i13") if Path("/tmp/i13").is_dir() else OUT
+    scratch = SCRATCH if SCRATCH.is_dir() else OUT
     for label, toks in (("FTS5 porter unicode61", False), ("FTS5 on medkb tokens", True)):
         t0 = time.perf_counter()
         systems[label] = (FTS5(g, scratch / f"fts5-{int(toks)}.db", toks), time.perf_counter() - t0)
@@ -252,7 +253,7 @@ class Server:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", db, "serve", "--host",
                                       "127.0.0.1", "--port", self.base.rsplit(":", 1)[1]], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/i13/serve.log", "w"))
+                                     stdout=subprocess.DEVNULL, stderr=open(SCRATCH / "serve.log", "w"))
 
     def ready(self, timeout: float = 600) -> float:
         import httpx
@@ -287,14 +288,14 @@ def ingest(db: str, path: Path) -> subprocess.Popen:  # type: ignore[type-arg]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "medkb.cli.main", "--db", db, "ingest", "docs", str(path),
                              "--format", "jsonl", "--source", "live", "--no-link"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(f"/tmp/i13/ingest-{path.stem}.log", "w"))
+                            stdout=subprocess.DEVNULL, stderr=open(SCRATCH / f"ingest-{path.stem}.log", "w"))
 
 
 def part_live(db: str, docs: int, mode: str, idle_n: int = 150) -> dict:
     import httpx
 
     queries = list(bioasq()[0].values())
-    scratch = Path("/tmp/i13")
+    scratch = SCRATCH
     out: dict = {"mode": mode}
     store = open_store(DatabaseSettings(url=db))
     init_store(store)
@@ -326,7 +327,7 @@ def part_live(db: str, docs: int, mode: str, idle_n: int = 150) -> dict:
                 ms, ext, ok = srv.search(client, probe if mode == "hybrid" else marker, mode)
                 lat.append(ms)
                 if proc.poll() is not None and proc.returncode != 0:
-                    raise SystemExit(f"ingest failed: see /tmp/i13/ingest-{one.stem}.log")
+                    raise SystemExit(f"ingest failed: see {SCRATCH}/ingest-{one.stem}.log")
                 if any(e.startswith("live-") for e in ext) and found_at is None:  # in the top 10
                     found_at = time.perf_counter()
                     break
@@ -402,7 +403,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--mode", default="hybrid")
     args = ap.parse_args()
-    Path("/tmp/i13").mkdir(exist_ok=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
     if args.part == "quality":
         out = part_quality(args.db)
     elif args.part == "restart":
