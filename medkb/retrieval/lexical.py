@@ -166,27 +166,42 @@ class View:
     ids: np.ndarray = field(init=False, repr=False, compare=False)
     n_docs: int = field(init=False)
     sum_dl: float = field(init=False)
+    full: tuple[bool, ...] = field(init=False, repr=False, compare=False)  # per segment: every row live
+    _norms: dict = field(init=False, repr=False, compare=False)  # (k1, b) -> per segment BM25 length norms
 
     def __post_init__(self) -> None:
         ids = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "n_docs", int(sum(int(a.sum()) for a in self.alive)))
         object.__setattr__(self, "sum_dl", float(sum(float(s.dl[a].sum()) for s, a in zip(self.segments, self.alive))))
+        object.__setattr__(self, "full", tuple(bool(a.all()) for a in self.alive))
+        object.__setattr__(self, "_norms", {})
 
     @property
     def live_mask(self) -> np.ndarray:
         return np.concatenate(self.alive) if self.alive else np.zeros(0, dtype=bool)
 
-    def postings(self, tid: int) -> list[tuple[int, Segment, np.ndarray, np.ndarray]]:
-        """(row offset, segment, live rows, tf) per segment holding term ``tid``."""
+    def postings(self, tid: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(row offset, segment number, live rows, tf) per segment holding term ``tid``."""
         out, offset = [], 0
-        for s, a in zip(self.segments, self.alive):
+        for i, (s, a, full) in enumerate(zip(self.segments, self.alive, self.full)):
             rows, tf = s.postings(tid)
             if rows.size:
-                keep = a[rows]
-                out.append((offset, s, rows[keep], tf[keep]))
+                if full:  # the common case (a compacted base): no mask, no copies of long posting lists
+                    out.append((offset, i, rows, tf))
+                else:
+                    keep = a[rows]
+                    out.append((offset, i, rows[keep], tf[keep]))
             offset += s.size
         return out
+
+    def norms(self, k1: float, b: float) -> tuple[np.ndarray, ...]:
+        """Per segment, ``k1 * (1 - b + b * dl / avgdl)`` of every row: computed once per view, not per posting."""
+        got = self._norms.get((k1, b))
+        if got is None:
+            avgdl = self.sum_dl / self.n_docs
+            got = self._norms[(k1, b)] = tuple(k1 * ((1 - b) + b * s.dl / avgdl) for s in self.segments)
+        return got
 
     def df(self, tid: int | None) -> int:
         return 0 if tid is None else sum(r.size for _, _, r, _ in self.postings(tid))
@@ -196,7 +211,7 @@ class View:
         out = np.zeros(self.ids.size, dtype=np.float32)
         if self.n_docs == 0:
             return out
-        avgdl = self.sum_dl / self.n_docs
+        norms = self.norms(k1, b)
         counts = Counter(self.vocab[t] for t in tokens if t in self.vocab)
         for tid, mult in counts.items():
             posts = self.postings(tid)
@@ -204,9 +219,8 @@ class View:
             if df == 0:
                 continue
             idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5))
-            for offset, seg, rows, tf in posts:
-                norm = k1 * ((1 - b) + b * seg.dl[rows] / avgdl)
-                out[offset + rows] += (mult * idf * tf / (norm + tf)).astype(np.float32)
+            for offset, i, rows, tf in posts:
+                out[offset + rows if offset else rows] += np.float32(mult * idf) * tf / (norms[i][rows] + tf)
         return out
 
     def contains(self, tid: int | None, chunk_ids: np.ndarray) -> np.ndarray:
