@@ -184,3 +184,63 @@ def test_migrations_build_exactly_the_models(eunomia_kb) -> None:  # type: ignor
     store, _, _ = eunomia_kb
     with store.engine.connect() as c:
         assert compare_metadata(MigrationContext.configure(c), m.Base.metadata) == []
+
+
+def _stored_rows(store) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+    """Every patient and record row, without the row ids a load order assigns."""
+    out = {}
+    with store.session() as s:
+        for cls in (m.Patient, m.Encounter, m.Condition, m.Medication, m.Observation, m.Procedure,
+                    m.ObservationPeriod):
+            cols = [c for c in cls.__table__.columns if not (c.name == "id" and cls is not m.Patient)
+                    and c.name != "source_id"]
+            out[cls.__tablename__] = sorted((tuple(r) for r in s.execute(select(*cols))), key=repr)
+    return out
+
+
+def test_omop_is_read_in_person_groups_and_stores_the_same(tmp_path: Path, sqlite_store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reader never holds the whole CDM: persons come in groups by id, each with its own rows of every table
+    (orphan rows beyond the last person included); ingesting in groups of 7 stores exactly what one group of all
+    persons stores and reports the same orphans and failures."""
+    from medkb.ingest import omop
+    from tests.conftest import _sqlite_store
+
+    cdm = tmp_path / "mini.duckdb"
+    _mini_cdm(cdm, persons=40)
+    con = duckdb.connect(str(cdm))
+    con.execute("INSERT INTO condition_occurrence (condition_occurrence_id, person_id, condition_concept_id, "
+                "condition_start_date) SELECT 1, min(person_id), 192671, NULL FROM person")  # a bad row, named
+    # orphans before the first person, between persons (in several groups) and after the last
+    con.execute("INSERT INTO observation_period SELECT 1, k, DATE '2000-01-01', DATE '2001-01-01', 0 FROM ("
+                "SELECT -5 AS k UNION ALL SELECT 10000000 UNION ALL (SELECT person_id + 1 FROM person WHERE "
+                "person_id + 1 NOT IN (SELECT person_id FROM person) ORDER BY 1 LIMIT 3))")
+    con.close()
+    batch = omop.read_omop(cdm, persons_per_group=7)
+    assert batch.patients == {}  # nothing read yet
+    groups = list(batch.patient_groups())
+    assert [len(g) for g in groups] == [7, 7, 7, 7, 7, 5]
+    ids = [int(p.source_id) for g in groups for p in g]
+    assert ids == sorted(set(ids))
+    (whole,) = list((one := omop.read_omop(cdm, persons_per_group=10**9)).patient_groups())
+    assert {p.source_id: sorted(map(repr, p.facts)) for p in whole} == \
+        {p.source_id: sorted(map(repr, p.facts)) for g in groups for p in g}
+    assert batch.skipped == one.skipped == {"observation_period: person does not exist": 5}
+    assert [(b.path, b.line, b.field) for b in batch.failed] == [(b.path, b.line, b.field) for b in one.failed]
+    assert len(batch.failed) == 1 and batch.failed[0].field == "CONDITION_START_DATE"
+
+    def ingest(store, per_group: int):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(omop, "PERSONS_PER_GROUP", per_group)
+        return ingest_records(store, cdm, fmt="omop", tenant_id="h3", secret=SECRET,
+                              embedder=NoEmbedder(), notes=False)  # type: ignore[arg-type]
+
+    (tmp_path / "b").mkdir()
+    other = _sqlite_store(tmp_path / "b")
+    try:
+        small, big = ingest(sqlite_store, 7), ingest(other, 10**9)
+        assert (small.added, small.skipped, len(small.failed)) == (big.added, big.skipped, len(big.failed)) \
+            and small.added == 40
+        assert _stored_rows(sqlite_store) == _stored_rows(other)
+        again = ingest(sqlite_store, 7)
+        assert (again.added, again.unchanged) == (0, 40)
+    finally:
+        other.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,25 @@ def _connect(path: Path) -> Any:
     return con
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """A table's columns: their CDM names (upper case) and how SQL names them; ``header_row`` when the first data
+    row is the CSV header (placeholder column names)."""
+
+    names: list[str]
+    sql: dict[str, str]
+    header_row: bool
+
+
+# Persons read, de-identified and written per group: what bounds the ingest's memory (the source is never whole).
+PERSONS_PER_GROUP = 2_000
+
+
+def _person_key(column: str) -> str:
+    """The person id as a number, in SQL: integer ids, and ids stored as decimal text or floats."""
+    return f'COALESCE(TRY_CAST("{column}" AS BIGINT), TRY_CAST(TRY_CAST("{column}" AS DOUBLE) AS BIGINT))'
+
+
 class OmopTables:
     """Table access with the CDM's quirks smoothed: upper-case column names, and empty tables that hold
     their CSV header as a data row under placeholder names (column0, column1, …)."""
@@ -99,6 +118,7 @@ class OmopTables:
         self.con = _connect(path)
         self.names = {r[0].lower() for r in self.con.execute(
             "SELECT table_name FROM information_schema.tables").fetchall()}
+        self._layouts: dict[str, _Layout | None] = {}
 
     def close(self) -> None:
         self.con.close()
@@ -106,28 +126,59 @@ class OmopTables:
     def where(self, table: str) -> str:
         return f"{self.path}:{table}"
 
-    def rows(self, table: str, required: tuple[str, ...] = (), must_exist: bool = False
-             ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(row number, {UPPER_COLUMN: value}); nothing for a missing or header-only table."""
+    def layout(self, table: str, required: tuple[str, ...] = (), must_exist: bool = False) -> _Layout | None:
+        """The table's columns (None for a missing or header-only table); a clear error when one is missing."""
         if table not in self.names:
             if must_exist:
                 raise BadRecord(self.where(table), "missing table: an OMOP CDM needs it")
-            return
-        cur = self.con.execute(f'SELECT * FROM "{table}"')
-        cols = [d[0].upper() for d in cur.description]
-        n = 0
-        if all(_PLACEHOLDER.fullmatch(c) for c in cols):
-            first = cur.fetchone()
-            if first is None:
-                return
-            cols, n = [str(v).strip().upper() for v in first], 1  # the header stored as a data row
-        missing = [c for c in required if c not in cols]
+            return None
+        if table not in self._layouts:
+            cur = self.con.execute(f'SELECT * FROM "{table}" LIMIT 1')
+            cols = [d[0] for d in cur.description]
+            lay: _Layout | None = _Layout([c.upper() for c in cols], {c.upper(): c for c in cols}, False)
+            if all(_PLACEHOLDER.fullmatch(c) for c in cols):
+                first = cur.fetchone()
+                header = [str(v).strip().upper() for v in first] if first is not None else None
+                lay = None if header is None else _Layout(header, dict(zip(header, cols)), True)
+            self._layouts[table] = lay
+        lay = self._layouts[table]
+        missing = [c for c in required if lay is not None and c not in lay.names]
         if missing:
             raise BadRecord(self.where(table), "missing required column(s)", line=1, field=",".join(missing))
+        return lay
+
+    def rows(self, table: str, required: tuple[str, ...] = (), must_exist: bool = False
+             ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line, {UPPER_COLUMN: value}); nothing for a missing or header-only table. The line is the row's
+        position in the table (a stored header row is line 1)."""
+        lay = self.layout(table, required, must_exist)
+        if lay is not None:
+            yield from self._select(table, lay, "TRUE")
+
+    def person_rows(self, table: str, lo: int | None, hi: int | None, unkeyed: bool = False
+                    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Rows whose PERSON_ID lies in (lo, hi] (None: unbounded); ``unkeyed``: the rows whose PERSON_ID is not a
+        number at all. Each call scans the table once and keeps only those rows, so memory follows the range."""
+        lay = self.layout(table)
+        if lay is None:
+            return
+        key = _person_key(lay.sql["PERSON_ID"])
+        if unkeyed:
+            cond = f"{key} IS NULL"
+        else:
+            parts = [f"{key} > {int(lo)}"] if lo is not None else []
+            cond = " AND ".join(parts + ([f"{key} <= {int(hi)}"] if hi is not None else []))
+        yield from self._select(table, lay, cond or "TRUE")
+
+    def _select(self, table: str, lay: _Layout, cond: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        cols = ", ".join(f'"{c}"' for c in lay.sql.values())
+        # row_number() OVER () streams (no sort) and numbers rows in table order, before the filter
+        cur = self.con.execute(f'SELECT * FROM (SELECT row_number() OVER () AS __line, {cols} FROM "{table}") '
+                               f"WHERE __line > {int(lay.header_row)} AND ({cond})")
+        names = list(lay.sql)
         while batch := cur.fetchmany(10_000):
             for row in batch:
-                n += 1
-                yield n, dict(zip(cols, row))
+                yield int(row[0]), dict(zip(names, row[1:]))
 
 
 def _int(v: Any) -> int | None:
@@ -151,17 +202,74 @@ def _concepts(t: OmopTables) -> dict[int, dict[str, Any]]:
                                                                   "CONCEPT_CODE", "DOMAIN_ID"), must_exist=True)}
 
 
-def read_omop(path: Path) -> RecordBatch:
-    """Persons with their events, periods and death; rows of persons that do not exist are skipped and counted."""
+_PERSON = ("PERSON_ID", "GENDER_CONCEPT_ID", "YEAR_OF_BIRTH")
+
+
+def read_omop(path: Path, persons_per_group: int | None = None) -> RecordBatch:
+    """Persons with their events, periods and death, streamed: the concept table is read now, the persons later in
+    groups of ``persons_per_group`` (by person id), each with the rows of every table that belong to it — memory
+    follows the group, not the CDM. Rows of persons that do not exist are skipped and counted. Every table's
+    columns are checked now, so a CDM missing one fails before anything is written."""
     if str(path) == "eunomia" and not path.exists():
         path = eunomia_file()
     t = OmopTables(path)
     try:
         concepts = _concepts(t)
-        failed: list[BadRecord] = []
-        patients: dict[str, SourcePatient] = {}
-        for n, r in t.rows("person", ("PERSON_ID", "GENDER_CONCEPT_ID", "YEAR_OF_BIRTH"),
-                               must_exist=True):
+        t.layout("person", _PERSON, must_exist=True)
+        for spec in EVENT_TABLES:
+            t.layout(spec.table, _required(spec))
+        t.layout("death", ("PERSON_ID",))
+        vocabulary = read_vocabulary(t, concepts)
+    except BaseException:
+        t.close()
+        raise
+    failed: list[BadRecord] = []
+    skipped: Counter[str] = Counter()
+
+    def stream() -> Iterator[list[SourcePatient]]:
+        by_table: dict[str, list[BadRecord]] = defaultdict(list)
+        try:
+            for lo, hi, group in _person_groups(t, persons_per_group or PERSONS_PER_GROUP, by_table["person"]):
+                _attach(t, lo, hi, group, concepts, by_table, skipped)
+                yield list(group.values())
+            _attach(t, None, None, {}, concepts, by_table, skipped, unkeyed=True)
+        finally:
+            t.close()
+            # in the order a whole read names them: persons, then each table's rows by line
+            order = ["person", *(spec.table for spec in EVENT_TABLES), "death"]
+            failed.extend(b for table in order for b in sorted(by_table.get(table, []), key=lambda b: b.line or 0))
+            skipped_sorted = dict(sorted(skipped.items()))
+            skipped.clear()
+            skipped.update(skipped_sorted)
+
+    return RecordBatch({}, failed, path.resolve().stem if path.is_file() else path.resolve().name,
+                       skipped=skipped, vocabulary=vocabulary, stream=stream)
+
+
+def _required(spec: _EventTable) -> tuple[str, ...]:
+    return ("PERSON_ID", spec.start) + ((spec.concept,) if spec.concept else ())
+
+
+def _person_groups(t: OmopTables, size: int, failed: list[BadRecord]
+                   ) -> Iterator[tuple[int | None, int | None, dict[str, SourcePatient]]]:
+    """Persons by id in groups of about ``size``: (lo, hi, persons) where the groups' (lo, hi] ranges cover every
+    integer (the first starts unbounded, the last ends so), so each row of another table falls in exactly one."""
+    lay = t.layout("person", _PERSON, must_exist=True)
+    assert lay is not None
+    key = _person_key(lay.sql["PERSON_ID"])
+    cols = ", ".join(f'"{c}"' for c in lay.sql.values())
+    cur = t.con.execute(f"SELECT * FROM (SELECT row_number() OVER () AS __line, {key} AS __key, {cols} "
+                        f'FROM "person") WHERE __line > {int(lay.header_row)} ORDER BY __key NULLS LAST, __line')
+    names = list(lay.sql)
+    group: dict[str, SourcePatient] = {}
+    lo: int | None = None
+    last: int | None = None
+    while batch := cur.fetchmany(10_000):
+        for row in batch:
+            n, k, r = int(row[0]), row[1], dict(zip(names, row[2:]))
+            if k is not None and last is not None and k != last and len(group) >= size:
+                yield lo, last, group  # never between two rows of one id
+                group, lo = {}, last
             try:
                 pid, year = _int(r["PERSON_ID"]), _int(r["YEAR_OF_BIRTH"])
                 birth = dt.date(year, _int(r.get("MONTH_OF_BIRTH")) or 1, _int(r.get("DAY_OF_BIRTH")) or 1) \
@@ -169,32 +277,37 @@ def read_omop(path: Path) -> RecordBatch:
             except (TypeError, ValueError) as exc:
                 failed.append(BadRecord(t.where("person"), f"bad value: {exc}", line=n, field="PERSON_ID"))
                 continue
+            last = k if k is not None else last
             sex = GENDER_CONCEPTS.get(_int(r["GENDER_CONCEPT_ID"]) or 0)
-            patients[str(pid)] = SourcePatient(str(pid), birth, sex, deceased=False)
-        skipped: Counter[str] = Counter()
-        for spec in EVENT_TABLES:
-            _read_events(t, spec, concepts, patients, failed, skipped)
-        for n, r in t.rows("death"):
-            p = patients.get(str(_int(r.get("PERSON_ID"))))
-            if p is None:
-                skipped["death: person does not exist"] += 1
-                continue
-            try:
-                p.death, p.deceased = _date(r.get("DEATH_DATE")), True
-            except ValueError as exc:
-                failed.append(BadRecord(t.where("death"), str(exc), line=n, field="DEATH_DATE"))
-        vocabulary = read_vocabulary(t, concepts)
-    finally:
-        t.close()
-    return RecordBatch(patients, failed, path.resolve().stem if path.is_file() else path.resolve().name,
-                       skipped=dict(skipped), vocabulary=vocabulary)
+            group[str(pid)] = SourcePatient(str(pid), birth, sex, deceased=False)
+    yield lo, None, group
+
+
+def _attach(t: OmopTables, lo: int | None, hi: int | None, group: dict[str, SourcePatient],
+            concepts: dict[int, dict[str, Any]], failed: dict[str, list[BadRecord]], skipped: Counter[str],
+            unkeyed: bool = False) -> None:
+    """The rows of every table whose person id is in (lo, hi] (``unkeyed``: is no number) onto the group's persons."""
+    for spec in EVENT_TABLES:
+        _read_events(t, spec, concepts, group, failed[spec.table], skipped, t.person_rows(spec.table, lo, hi, unkeyed))
+    for n, r in t.person_rows("death", lo, hi, unkeyed):
+        p = group.get(str(_int(r.get("PERSON_ID"))))
+        if p is None:
+            skipped["death: person does not exist"] += 1
+            continue
+        try:
+            p.death, p.deceased = _date(r.get("DEATH_DATE")), True
+        except ValueError as exc:
+            failed["death"].append(BadRecord(t.where("death"), str(exc), line=n, field="DEATH_DATE"))
 
 
 def _read_events(t: OmopTables, spec: _EventTable, concepts: dict[int, dict[str, Any]],
-                 patients: dict[str, SourcePatient], failed: list[BadRecord], skipped: Counter[str]) -> None:
-    required = ("PERSON_ID", spec.start) + ((spec.concept,) if spec.concept else ())
-    for n, r in t.rows(spec.table, required):
-        p = patients.get(str(_int(r["PERSON_ID"])))
+                 patients: dict[str, SourcePatient], failed: list[BadRecord], skipped: Counter[str],
+                 rows: Iterator[tuple[int, dict[str, Any]]]) -> None:
+    for n, r in rows:
+        try:
+            p = patients.get(str(_int(r["PERSON_ID"])))
+        except (TypeError, ValueError):
+            p = None
         if p is None:
             skipped[f"{spec.table}: person does not exist"] += 1
             continue

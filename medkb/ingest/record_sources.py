@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,15 @@ class RecordBatch:
     name: str  # the export's folder or file name, the default source name
     skipped: dict[str, int] = field(default_factory=dict)  # rows left out on purpose, by reason
     vocabulary: Any = None  # OntologyData of the export's own vocabulary (OMOP), written to the graph first
+    # A streaming reader (OMOP) leaves ``patients`` empty and reads groups of patients from the source as they are
+    # asked for; ``failed`` and ``skipped`` are then complete only once every group has been read.
+    stream: Callable[[], Iterator[list[SourcePatient]]] | None = None
+
+    def patient_groups(self) -> Iterator[list[SourcePatient]]:
+        if self.stream is None:
+            yield list(self.patients.values())
+            return
+        yield from self.stream()
 
 
 # file stem → (required columns, kind, default code system)

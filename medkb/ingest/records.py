@@ -197,14 +197,19 @@ def record_note(p: DeidPatient) -> ParsedDoc:
 
 
 class _CodeIndex:
-    """(system, code) → entity id from entity_codes, loaded once for the codes an export uses."""
+    """(system, code) → entity id from entity_codes, loaded for the codes of each group of patients as it comes."""
 
-    def __init__(self, store: KnowledgeStore, batch: RecordBatch) -> None:
-        codes = {f.code for p in batch.patients.values() for f in p.facts
-                 if f.code and f.kind in ("condition", "medication")}
+    def __init__(self, store: KnowledgeStore) -> None:
+        self.store = store
         self._map: dict[tuple[str, str], int] = {}
+        self._seen: set[str] = set()
+
+    def load(self, patients: list[SourcePatient]) -> None:
+        codes = {f.code for p in patients for f in p.facts
+                 if f.code and f.kind in ("condition", "medication")} - self._seen
+        self._seen |= codes
         code_list = sorted(codes)
-        with store.session() as s:
+        with self.store.session() as s:
             for i in range(0, len(code_list), 500):
                 for system, code, eid in s.execute(
                     select(m.EntityCode.system, m.EntityCode.code, m.EntityCode.entity_id)
@@ -216,6 +221,16 @@ class _CodeIndex:
         if not system or not code:
             return None
         return self._map.get((canonical_system(system) or system, code))
+
+
+def _known_hashes(store: KnowledgeStore, tenant_id: str, ids: list[str]) -> dict[str, str]:
+    """Content hashes of the patients of ``ids`` already stored in the tenant (one group at a time)."""
+    out: dict[str, str] = {}
+    with store.session() as s:
+        for i in range(0, len(ids), 500):
+            out.update(s.execute(select(m.Patient.id, m.Patient.content_hash).where(
+                m.Patient.tenant_id == tenant_id, m.Patient.id.in_(ids[i:i + 500]))).all())
+    return out
 
 
 # Patients per transaction on a rows-only (no notes) load: each commit costs a sync of the database file.
@@ -266,18 +281,13 @@ def ingest_records(
         report.failed.append(exc)
         report.seconds = time.perf_counter() - t0
         return report
-    report.failed.extend(batch.failed)
-    report.skipped.update(batch.skipped)
     if batch.vocabulary is not None:  # first, so the rows link to its concepts by code
         OntologyWriter(store, VOCABULARY_SOURCE).write(batch.vocabulary)
     source = source or batch.name
     deid = Deidentifier(secret, tenant_id)
     store.set_embedding_model(embedder.name, embedder.dim)
     source_id = store.ensure_source(tenant_id, source, kind="records")
-    entity_for = _CodeIndex(store, batch)
-    with store.session() as s:
-        known = dict(s.execute(select(m.Patient.id, m.Patient.content_hash)
-                               .where(m.Patient.tenant_id == tenant_id)).all())
+    entity_for = _CodeIndex(store)
     writer = DocumentWriter(store, embedder, report, tenant_id=tenant_id, source=source, linker=linker,
                             progress=progress, account=False)
     budget = Budget.for_embedder(embedder) if notes else None  # rows-only loads chunk nothing
@@ -299,27 +309,32 @@ def ingest_records(
         pending.clear()
 
     try:
-        for sp in batch.patients.values():
-            p = deidentify(sp, deid, entity_for)
-            chash = p.content_hash()
-            if known.get(p.id) == chash:
-                report.unchanged += 1
-                if progress:
-                    progress(1, 0)
-                continue
-            if not notes:
-                pending.append((p, chash, p.id in known))
-                if len(pending) >= ROWS_BATCH:
-                    flush()
-                continue
-            assert budget is not None
-            note = to_document(record_note(p), tenant_id=tenant_id, source=source, doc_type="record_note",
-                               lang="en", version="1", effective_date=None, patient_id=p.id, budget=budget)
-            writer.submit(note, f"{path} [patient {p.id}]", on_written(p, chash, p.id in known))
+        for group in batch.patient_groups():  # the export is never whole in memory: OMOP streams its groups
+            entity_for.load(group)
+            known = _known_hashes(store, tenant_id, [deid.patient_id(sp.source_id) for sp in group])
+            for sp in group:
+                p = deidentify(sp, deid, entity_for)
+                chash = p.content_hash()
+                if known.get(p.id) == chash:
+                    report.unchanged += 1
+                    if progress:
+                        progress(1, 0)
+                    continue
+                if not notes:
+                    pending.append((p, chash, p.id in known))
+                    if len(pending) >= ROWS_BATCH:
+                        flush()
+                    continue
+                assert budget is not None
+                note = to_document(record_note(p), tenant_id=tenant_id, source=source, doc_type="record_note",
+                                   lang="en", version="1", effective_date=None, patient_id=p.id, budget=budget)
+                writer.submit(note, f"{path} [patient {p.id}]", on_written(p, chash, p.id in known))
         if pending:
             flush()
     finally:
         writer.close()
+    report.failed.extend(batch.failed)  # complete once every group has been read
+    report.skipped.update(batch.skipped)
     from medkb.kb.graph.relink import relink_records
 
     relink_records(store, tenant_id)  # by code, then by description: what the code index alone cannot
