@@ -54,6 +54,9 @@ def test_every_statement_of_a_run_reads_through_an_index(eunomia_kb) -> None:  #
             assert not any(line.endswith("LEFT-JOIN") and line.startswith("SCAN") for line in plan), where
             assert not any(scan_record.match(line) for line in plan), where
             assert all("COVERING INDEX" in line for line in plan if event_tables.match(line)), where
+            # patients: by primary key (demographics) or the deceased through their index, never the whole tenant
+            assert not any(line.startswith("SEARCH patients USING INDEX ix_patients_tenant_id") for line in plan), \
+                where
 
 
 def test_the_one_pass_era_count_equals_the_eras_built(eunomia_kb) -> None:  # type: ignore[no-untyped-def]

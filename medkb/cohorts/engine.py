@@ -14,7 +14,7 @@ from medkb.cohorts.definition import Definition
 from medkb.cohorts.evaluate import Evaluation
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
-from medkb.kb.dates import plus_days
+from medkb.kb.dates import least, plus_days
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.temp_tables import TempTables
 
@@ -160,8 +160,8 @@ def _end(d: Definition, inc: Any) -> ColumnElement[Any]:
     """The end strategy: a date offset capped at the observation period's end, else that end."""
     if d.end_offset is None:
         return inc.c.op_end
-    moved = plus_days(inc.c[d.end_offset[0]], d.end_offset[1])
-    return case((moved > inc.c.op_end, inc.c.op_end), else_=moved)
+    # least(): the offset date computed once per row (a CASE computes it twice: date() is costly on SQLite)
+    return least(plus_days(inc.c[d.end_offset[0]], d.end_offset[1]), inc.c.op_end)
 
 
 def final_counts(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:

@@ -52,3 +52,39 @@ def _year_mysql(element: year_of, compiler: Any, **kw: Any) -> str:
 def plus_days(d: Any, days: int) -> Any:
     """``d + days`` for a constant number of days; ``d`` itself for 0 (saves a date computation per row)."""
     return d if days == 0 else date_add(d, days)
+
+
+class greatest(FunctionElement[Any]):  # noqa: N801
+    """The later of two dates (NULL if either is): SQLite's scalar max(), GREATEST elsewhere."""
+
+    type = Date()
+    name = "greatest"
+    inherit_cache = True
+
+
+class least(FunctionElement[Any]):  # noqa: N801
+    """The earlier of two dates (NULL if either is): SQLite's scalar min(), LEAST elsewhere."""
+
+    type = Date()
+    name = "least"
+    inherit_cache = True
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least, "sqlite")
+def _least_sqlite(element: least, compiler: Any, **kw: Any) -> str:
+    return f"min({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest)
+def _greatest_default(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least)
+def _least_default(element: least, compiler: Any, **kw: Any) -> str:
+    return f"LEAST({compiler.process(element.clauses, **kw)})"

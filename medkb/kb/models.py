@@ -221,6 +221,8 @@ class Patient(Base):
     deceased: Mapped[bool] = mapped_column(Boolean, default=False)
     content_hash: Mapped[str | None] = mapped_column(String(64))
     death_date: Mapped[dt.date | None] = mapped_column(Date)  # shifted like every other date
+    # the deceased of a tenant (a cohort's death criterion) without reading every patient
+    __table_args__ = (Index("ix_patients_death", "tenant_id", "death_date", "id"),)
 
 
 class _RecordMixin:
@@ -336,12 +338,13 @@ class CohortEntry(Base):
     """A qualified event of a run: bit i of ``mask`` is set when the event satisfies inclusion rule i."""
 
     __tablename__ = "cohort_entries"
-    __table_args__ = (Index("ix_cohort_entries_run", "run_id", "patient_id", "start_date"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("cohort_runs.id", ondelete="CASCADE"))
-    patient_id: Mapped[str] = mapped_column(String(64))
-    event_id: Mapped[int] = mapped_column(BigInteger)
-    start_date: Mapped[dt.date] = mapped_column(Date)
+    # Clustered on the order counts read a run in (WITHOUT ROWID on SQLite; InnoDB clusters on the primary key):
+    # one b-tree per entry written, no row-id lookup per entry read. event_id is unique within a person.
+    __table_args__ = {"sqlite_with_rowid": False}
+    run_id: Mapped[int] = mapped_column(ForeignKey("cohort_runs.id", ondelete="CASCADE"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     end_date: Mapped[dt.date | None] = mapped_column(Date)
     op_start: Mapped[dt.date] = mapped_column(Date)
     op_end: Mapped[dt.date] = mapped_column(Date)

@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 FETCH_ROWS = 20_000  # rows per fetch while reading vectors (bounded memory at any size)
 
 
+# Read settings for large scans (cohort counts over millions of record rows): the file memory-mapped (pages read in
+# place, not copied through read() into SQLite's cache; SQLite caps it at 2 GB), a larger page cache for what mmap
+# does not cover, and temporary tables (a cohort run's intermediate sets) in memory instead of a temp file.
+READ_PRAGMAS = {"mmap_size": 2_147_418_112, "cache_size": -131_072, "temp_store": 2}
+
+
 def configure_sqlite(engine: Engine) -> None:
-    """WAL for concurrent readers while a curator ingests; foreign keys on; a busy timeout."""
+    """WAL for concurrent readers while a curator ingests; foreign keys on; a busy timeout; READ_PRAGMAS."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -33,6 +39,8 @@ def configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        for name, value in READ_PRAGMAS.items():
+            cur.execute(f"PRAGMA {name}={value}")
         cur.close()
 
 
