@@ -3,6 +3,10 @@
     HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_graph.py --db /tmp/bioasq.db collect
     HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_graph.py --db /tmp/bioasq.db grid --split dev
     HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_graph.py --db /tmp/bioasq.db report --weight 4 --types drug,gene
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_graph.py --db /tmp/bioasq.db full --json full.json
+
+`full` is the runner's own path (``Retriever.search``, near-duplicate folding, best chunk per document) for
+bm25, dense, graph, hybrid without the graph and hybrid with it, each scored on dev, test and all.
 
 The KB is the one `medkb eval retrieval ../shared/data/bioasq-dev --db … --ontology hpo --ontology icd10cm
 --ontology drugs` built. `collect` stores each query's lexical and dense candidates and linked entities once;
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -77,10 +82,35 @@ def score(r: Retriever, data: dict, split: str, weight: float, types: str) -> di
     return evaluate(run, {q: ds.qrels[q] for q in qids}, ["ndcg@10", "recall@10", "recall@100", "mrr@10"])
 
 
+def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None) -> dict:
+    """Every query through ``Retriever.search`` per mode (as ``medkb eval retrieval``), scored per split."""
+    ds = load_beir(DATA, "test").limit(max_q)
+    f = SearchFilters(tenant_id="public", sources=(ds.name,))
+    variants = {"bm25": ("bm25", 0.0), "dense": ("dense", 0.0), "graph": ("graph", 0.0),
+                "hybrid_no_graph": ("hybrid", 0.0), "hybrid": ("hybrid", weight)}
+    runs: dict[str, dict[str, list[str]]] = {}
+    for name, (mode, w) in variants.items():
+        r.rs.graph_weight = w
+        runs[name] = {qid: best_chunk_per_doc([h.chunk.external_id for h in r.search(text, f, k=100, mode=mode).hits])
+                      for qid, text in ds.queries.items()}
+    report: dict = {"load": os.getloadavg(), "weight": weight}
+    for split in ("dev", "test", "all"):
+        qids = [q for q in ds.queries if split in ("all", split_of(q))]
+        qrels = {q: ds.qrels[q] for q in qids}
+        report[split] = {name: {k: round(v, 4) for k, v in evaluate({q: run[q] for q in qids}, qrels,
+                                                                     ["ndcg@10", "recall@10", "recall@100", "mrr@10"]).items()}
+                         for name, run in runs.items()}
+        print(split, " | ".join(f"{n} {m['ndcg@10']:.4f}" for n, m in report[split].items()))
+    if out:
+        out.write_text(json.dumps(report | {"runs": runs}, indent=1))
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
-    ap.add_argument("what", choices=("collect", "grid", "report"))
+    ap.add_argument("what", choices=("collect", "grid", "report", "full"))
+    ap.add_argument("--json", type=Path, default=None, help="full: write the metrics and runs here")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--weight", type=float, default=4.0)
     ap.add_argument("--types", default="drug,gene")
@@ -90,6 +120,9 @@ def main() -> None:
     r, path = retriever(a.db), Path(a.runs)
     if a.what == "collect":
         return collect(r, path, a.max)
+    if a.what == "full":
+        full(r, a.weight, a.json, a.max)
+        return
     data = pickle.loads(path.read_bytes())
     if a.what == "grid":
         for types in TYPE_SETS:

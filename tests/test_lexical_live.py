@@ -205,3 +205,37 @@ def test_mariadb_processes_catch_up_by_log_position_including_late_commits(_mari
     finally:
         s1.close()
         s2.close()
+
+
+def test_an_index_file_written_by_the_previous_tokeniser_is_rebuilt_not_misread(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenisation version 1 kept question words ("what", "which"); a file it wrote must not be served."""
+    from medkb.retrieval import lexical as lx
+    from medkb.text import STOPWORDS_EN, terms
+
+    store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
+    init_store(store)
+    seed(store)
+    add(store, "q", ["what which how does what which how does"])
+    old = BM25Generator(store)
+    old.tokenize = lambda t: terms(t, STOPWORDS_EN)  # the tokeniser of version 1 (Lucene stop words)
+    with monkeypatch.context() as mp:
+        mp.setattr(lx, "TOKENS_VERSION", 1)
+        old.index()
+    assert old.path.exists() and "what" in old.index().vocab
+
+    now = BM25Generator(store)
+    assert ranked(now, "what does warfarin do") == ranked(BM25Generator(store, index_path=None), "warfarin")
+    assert now.builds == 1 and not now.loaded_from_file and "what" not in now.index().vocab
+    assert_same_as_fresh_build(now, store)
+    store.close()
+
+
+def test_a_change_of_tokenisation_comes_with_a_new_index_version() -> None:
+    """If this fails, the tokeniser changed: bump lexical.TOKENS_VERSION (old files are then rebuilt) and re-pin."""
+    from medkb.retrieval import lexical as lx
+    from medkb.text import terms
+
+    sample = "What is the role of ALL and WHO guidance, and how do all of us treat children's infections? 糖尿病患者的治疗"
+    assert (lx.TOKENS_VERSION, terms(sample)) == (
+        2, ["role", "all", "who", "guidanc", "treat", "children", "infect", "糖尿病", "患者", "治疗"])

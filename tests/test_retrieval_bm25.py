@@ -121,3 +121,20 @@ def test_chinese_entity_names_join_the_segmenter_dictionary(tmp_path) -> None:  
     kb_top, kb_terms = run("cmekg")
     assert "二甲双胍" not in plain_terms.split("|") and plain_top == "distractor"
     assert {"二甲双胍", "乳酸性酸中毒"} <= set(kb_terms.split("|")) and kb_top == "target"
+
+
+def test_question_words_do_not_outrank_the_subject_and_capitalised_acronyms_stay(sqlite_store: KnowledgeStore,
+                                                                                  embedder) -> None:  # type: ignore[no-untyped-def]
+    """BioASQ-style questions ("What is…", "Which…") once matched passages by their question words."""
+    target = add_doc(sqlite_store, embedder, "public", "t", ["Imatinib is the first line treatment of chronic "
+                                                             "myeloid leukaemia in adults and in children."])
+    add_doc(sqlite_store, embedder, "public", "q", ["What should we ask? Which trials, how many, and what does it mean?"])
+    leuk = add_doc(sqlite_store, embedder, "public", "all", ["ALL relapse after transplant"])
+    add_doc(sqlite_store, embedder, "public", "kids", ["all children relapse"])
+    for i in range(4):
+        add_doc(sqlite_store, embedder, "public", f"x{i}", [f"Background text number {i} about hypertension care."])
+    g = BM25Generator(sqlite_store)
+    got = g.search("What is imatinib, and which disease does it treat?", SearchFilters(), 5)
+    assert got[0].chunk_id == target.chunk_ids[0]
+    assert [c.chunk_id for c in g.search("Which ALL?", SearchFilters(), 5)] == list(leuk.chunk_ids)
+    assert terms("How does ALL relapse?") == ["all", "relaps"] and terms("how does all relapse") == ["relaps"]

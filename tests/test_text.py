@@ -37,6 +37,9 @@ def test_terms_are_snowball_stems_and_content_terms_drop_function_words() -> Non
     assert terms("the drug") == ["drug"]
     assert content_terms("However, patients in the study were treated with warfarin") == {"treat", "warfarin"}
     assert "糖尿病" in terms("糖尿病患者的治疗") and "的" not in terms("糖尿病患者的治疗")
+    # Search drops question words but keeps a capitalised abbreviation; the claim check's words are unchanged.
+    assert terms("Which drugs treat ALL?") == ["drug", "treat", "all"] and terms("which drugs treat all") == ["drug", "treat"]
+    assert content_terms("Which drugs treat ALL?") == {"drug", "treat"}
 
 
 def test_chinese_dictionary_can_be_extended() -> None:

@@ -18,7 +18,7 @@ from medkb.kb.checked import CorruptFile, load_arrays, save_arrays
 
 FORMAT = 2  # 2: one kb/checked.py file (sections mapped, CRC32 each); 1 was SHA-256 + npz
 # Bump when medkb.text's tokenisation changes: a persisted index tokenised otherwise is rebuilt, not served.
-TOKENS_VERSION = 1
+TOKENS_VERSION = 2  # 2: function words dropped (text.SEARCH_STOPWORDS_EN), capitalised acronyms kept
 MAX_SEGMENTS = 8  # small segments beyond this are merged into one (a query visits every segment)
 
 
