@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ from medkb.settings import Settings  # noqa: E402
 
 DATA = Path(os.environ.get("MEDKB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "bioasq-dev"
 WEIGHTS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
+BM25_WEIGHTS = (0.8, 1.0, 1.2, 1.5, 1.8)
 TYPE_SETS = ("drug", "drug,gene", "drug,gene,phenotype", "drug,gene,phenotype,disease")
 
 
@@ -82,7 +84,8 @@ def score(r: Retriever, data: dict, split: str, weight: float, types: str) -> di
     return evaluate(run, {q: ds.qrels[q] for q in qids}, ["ndcg@10", "recall@10", "recall@100", "mrr@10"])
 
 
-def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None) -> dict:
+def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None,
+         only: Sequence[str] = ()) -> dict:
     """Every query through ``Retriever.search`` per mode (as ``medkb eval retrieval``), scored per split."""
     ds = load_beir(DATA, "test").limit(max_q)
     f = SearchFilters(tenant_id="public", sources=(ds.name,))
@@ -90,6 +93,8 @@ def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None
                 "hybrid_no_graph": ("hybrid", 0.0), "hybrid": ("hybrid", weight)}
     runs: dict[str, dict[str, list[str]]] = {}
     for name, (mode, w) in variants.items():
+        if only and name not in only:
+            continue
         r.rs.graph_weight = w
         runs[name] = {qid: best_chunk_per_doc([h.chunk.external_id for h in r.search(text, f, k=100, mode=mode).hits])
                       for qid, text in ds.queries.items()}
@@ -109,7 +114,9 @@ def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
-    ap.add_argument("what", choices=("collect", "grid", "report", "full"))
+    ap.add_argument("what", choices=("collect", "grid", "fusion", "report", "full"))
+    ap.add_argument("--bm25-weight", type=float, default=None, help="report/full: this BM25 fusion weight")
+    ap.add_argument("--variants", default="", help="full: only these of bm25,dense,graph,hybrid_no_graph,hybrid")
     ap.add_argument("--json", type=Path, default=None, help="full: write the metrics and runs here")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--weight", type=float, default=4.0)
@@ -120,10 +127,19 @@ def main() -> None:
     r, path = retriever(a.db), Path(a.runs)
     if a.what == "collect":
         return collect(r, path, a.max)
+    if a.bm25_weight is not None:
+        r.rs.bm25_weight = a.bm25_weight
     if a.what == "full":
-        full(r, a.weight, a.json, a.max)
+        full(r, a.weight, a.json, a.max, a.variants.split(",") if a.variants else ())
         return
     data = pickle.loads(path.read_bytes())
+    if a.what == "fusion":  # the BM25 leg's weight against dense (1.0), with and without the graph boost
+        for bw in BM25_WEIGHTS:
+            r.rs.bm25_weight = bw
+            for w in (0.0, a.weight):
+                m = score(r, data, a.split, w, a.types)
+                print(f"{a.split} bm25 weight {bw} graph {w}: nDCG@10 {m['ndcg@10']:.4f} R@100 {m['recall@100']:.4f}")
+        return
     if a.what == "grid":
         for types in TYPE_SETS:
             for w in WEIGHTS:
