@@ -136,6 +136,22 @@ def segment_chinese(run: str) -> list[str]:
     return [w for w in _jieba().lcut(run) if w.strip()]
 
 
+_CAPS = re.compile(r"(?<![A-Za-z])[A-Z]{2,}(?![a-z])")  # a word in capitals somewhere: look at case
+
+
+def _latin_tokens(text: str, acronyms: frozenset[str]) -> list[str]:
+    """The ``_TERM`` tokens of ``text`` lower-cased, except a word of ``acronyms`` written in capitals, which is
+    returned in capitals ("ALL") so that no stop list drops it."""
+    lower = text.lower()
+    if not acronyms or len(lower) != len(text) or not _CAPS.search(text):  # lower() lengthens a few letters (İ)
+        return _TERM.findall(lower)
+    out = []
+    for m in _TERM.finditer(lower):
+        tok = m.group()
+        out.append(tok.upper() if tok in acronyms and text[m.start():m.end()].isupper() else tok)
+    return out
+
+
 def terms(text: str, stop: frozenset[str] = SEARCH_STOPWORDS_EN,
           acronyms: frozenset[str] = ACRONYM_STOPWORDS_EN) -> list[str]:
     """Search terms: lower-cased English words minus ``stop``, Snowball-stemmed; Chinese runs segmented
@@ -144,16 +160,12 @@ def terms(text: str, stop: frozenset[str] = SEARCH_STOPWORDS_EN,
     A word of ``acronyms`` written in capitals ("ALL", "WHO") is kept even when ``stop`` has it."""
     words: list[str] = []
     out: list[str] = []
-    lower = text.lower()
-    same_places = len(lower) == len(text)  # lower() lengthens a few letters (İ); then case is not looked at
-    for m in _TERM.finditer(lower):
-        tok = m.group()
+    for tok in _latin_tokens(text, acronyms):
         if CJK_RE.match(tok):
             out.extend(w for w in segment_chinese(tok) if w not in STOPWORDS_ZH)
-        elif tok in stop:
-            if tok in acronyms and same_places and text[m.start():m.end()].isupper():
-                words.append(tok)
-        elif len(tok) > 1 or tok.isdigit():
+        elif tok.isupper():  # a capitalised acronym (lower-cased tokens never are)
+            words.append(tok.lower())
+        elif tok not in stop and (len(tok) > 1 or tok.isdigit()):
             words.append(tok)
     return stem_words(words) + out
 
@@ -167,8 +179,9 @@ class TermCoder:
     dictionary as it is at that time (words added later apply from the next coder).
     """
 
-    def __init__(self, vocab: dict[str, int], stop: frozenset[str] = STOPWORDS_EN) -> None:
-        self.vocab, self.stop = vocab, stop
+    def __init__(self, vocab: dict[str, int], stop: frozenset[str] = SEARCH_STOPWORDS_EN,
+                 acronyms: frozenset[str] = ACRONYM_STOPWORDS_EN) -> None:
+        self.vocab, self.stop, self.acronyms = vocab, stop, acronyms
         self._word: dict[str, int] = {}  # lower-cased token -> term id; -1 dropped; -2 several (Chinese run)
         self._multi: dict[str, list[int]] = {}
 
@@ -180,16 +193,16 @@ class TermCoder:
                 self._word[tok] = ids[0] if len(ids) == 1 else (-1 if not ids else -2)
                 if len(ids) > 1:
                     self._multi[tok] = ids
-            elif tok not in self.stop and (len(tok) > 1 or tok.isdigit()):
+            elif tok.isupper() or (tok not in self.stop and (len(tok) > 1 or tok.isdigit())):
                 latin.append(tok)
             else:
                 self._word[tok] = -1
-        for tok, stem in zip(latin, stem_words(latin)):
+        for tok, stem in zip(latin, stem_words([t.lower() for t in latin])):
             self._word[tok] = vocab.setdefault(stem, len(vocab))
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(terms per text, every text's term ids one after the other), int64 both."""
-        toks = [_TERM.findall(t.lower()) for t in texts]
+        toks = [_latin_tokens(t, self.acronyms) for t in texts]
         flat = list(chain.from_iterable(toks))
         new = set(flat).difference(self._word)
         if new:

@@ -27,6 +27,7 @@ TEXTS = [
     "",
     "β-blockers (β1) reduce mortality after myocardial infarction; beta blockers, BETA-BLOCKERS.",
     "don't won't patient's patients' O'Brien's 3'UTR",
+    "WHO: ALL in children. Who can treat all of us? CAN, ME and US; İSTANBUL ALL.",
 ]
 
 

@@ -18,7 +18,7 @@ from medkb.kb.store import KnowledgeStore, sorted_member
 from medkb.kb.store_changes import ChangeLogGap
 from medkb.retrieval import lexical as lx
 from medkb.retrieval.types import Candidate
-from medkb.text import STOPWORDS_EN, TermCoder, add_chinese_words, is_cjk, terms
+from medkb.text import ACRONYM_STOPWORDS_EN, SEARCH_STOPWORDS_EN, TermCoder, add_chinese_words, is_cjk, terms
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class BM25Generator:
         self.store = store
         self.k1, self.b, self.with_title = k1, b, with_title
         self.tokenize = terms  # the one tokenizer; Chinese words added via medkb.text.add_chinese_words
-        self.stop = STOPWORDS_EN  # what ``tokenize`` drops: the batch coder of indexed chunks drops the same
+        self.stop = SEARCH_STOPWORDS_EN  # what ``tokenize`` drops: the batch coder of indexed chunks drops the same
+        self.acronyms = ACRONYM_STOPWORDS_EN  # and what it keeps when written in capitals ("ALL")
         self._coder: TermCoder | None = None
         self.path = default_index_path(store) if index_path == "auto" else (Path(index_path) if index_path else None)
         self._view: lx.View | None = None
@@ -102,7 +103,7 @@ class BM25Generator:
             self._zh_loaded = True
             self._coder = None  # Chinese runs it has seen were segmented without those words
         if self._coder is None or self._coder.vocab is not self._vocab:
-            self._coder = TermCoder(self._vocab, self.stop)
+            self._coder = TermCoder(self._vocab, self.stop, self.acronyms)
         lengths, term_ids = self._coder.encode(texts)
         return lx.Docs(np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows)), lengths, term_ids)
 
