@@ -1,6 +1,10 @@
 """Which English stop list should the lexical index drop? BM25 alone on bioasq-dev, one list against another.
 
     PYTHONPATH=. .venv/bin/python bench/bench_stopwords.py --db /tmp/bm25-text.db
+    PYTHONPATH=. .venv/bin/python bench/bench_stopwords.py --db /tmp/bm25-pmq.db --pubmedqa
+
+``--pubmedqa``: MIRAGE's PubMedQA* questions over the 1,000 PubMedQA-L abstracts, their gold PMIDs as qrels
+(the set ``medkb eval qa`` scores retrieval-only), instead of bioasq-dev.
 
 A text-only knowledge base (one chunk per article, title + abstract, no vectors, no entities: BM25 needs
 neither) is written once; then medkb's own BM25Generator ranks every judged query with each stop list (the
@@ -41,12 +45,12 @@ LISTS = {
 }
 
 
-def text_kb(db: Path):  # type: ignore[no-untyped-def]
+def text_kb(db: Path, data: Path):  # type: ignore[no-untyped-def]
     store = open_store(DatabaseSettings(url=f"sqlite:///{db}"))
     init_store(store)
     if store.count("chunks") == 0:
-        for a in iter_jsonl(DATA / "corpus.jsonl", ("_id", "text")):
-            store.add_document(DocumentIn(tenant_id="public", source="bioasq-dev", external_id=str(a["_id"]),
+        for a in iter_jsonl(data / "corpus.jsonl", ("_id", "text")):
+            store.add_document(DocumentIn(tenant_id="public", source=data.name, external_id=str(a["_id"]),
                                           title=a.get("title") or "", chunks=[ChunkIn(text=a["text"])]))
     return store
 
@@ -55,9 +59,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--pubmedqa", action="store_true", help="PubMedQA* gold PMIDs instead of bioasq-dev")
     a = ap.parse_args()
-    store = text_kb(a.db)
-    ds = load_beir(DATA, "test")
+    data = DATA
+    if a.pubmedqa:
+        from medkb.eval.datasets import load_mirage
+        from medkb.eval.qa import gold_pmid_dataset
+
+        shared = DATA.parent
+        data = a.db.with_name(a.db.name + ".beir")
+        gold_pmid_dataset(load_mirage(shared / "mirage" / "benchmark.json", "pubmedqa"), shared / "pubmedqa",
+                          data, "pubmedqa-gold-pmid")
+    store = text_kb(a.db, data)
+    ds = load_beir(data, "test")
     f = SearchFilters(tenant_id="public")
     ext = {c.id: c.external_id for c in store.get_chunks(list(range(1, store.count("chunks") + 1)), f)}
     out: dict = {"load": os.getloadavg(), "chunks": len(ext)}
