@@ -148,7 +148,8 @@ def bioasq(args: argparse.Namespace) -> dict:
     for mode in ("dense", "fts", "hybrid"):
         report[f"lance_{mode}_ndcg10"] = ndcg({q: lance(mode, q, queries[q]) for q in queries}, ds.qrels)
         _, report[f"lance_{mode}_ms"] = timed(lambda q: lance(mode, q, queries[q]), lat)
-    report["fts_analysis"] = fts_analysis(rows, queries, ds.qrels)
+    if not args.no_analysis:
+        report["fts_analysis"] = fts_analysis(rows, queries, ds.qrels)
     report["load_end"] = load_avg()
     store.close()
     return report
@@ -226,7 +227,8 @@ def scale(args: argparse.Namespace) -> dict:
     report["lance_ingest_chunks_per_s"] = round(report["chunks"] / ingest_s)
     report["lance_fts_index_s"] = round(fts_s, 1)
     t0 = time.perf_counter()
-    tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
+    tbl.create_index(metric="cosine", vector_column_name="vector", index_type=args.vector_index)
+    report["lance_vector_index"] = args.vector_index
     report["lance_vector_index_s"] = round(time.perf_counter() - t0, 1)
     qids, qvecs = sc.query_vectors(WORK)
     texts = sc.queries()
@@ -242,6 +244,11 @@ def scale(args: argparse.Namespace) -> dict:
                 s = tbl.search(query_type="hybrid", vector_column_name="vector", fts_columns="text").vector(v).text(texts[q])
             return s.limit(10).select(["id"]).to_list()
         _, report[f"lance_{mode}_ms"] = timed(run, lat)
+    def top(v, exact: bool) -> set:  # type: ignore[no-untyped-def]
+        s = tbl.search(v, vector_column_name="vector").distance_type("cosine")
+        return {d["id"] for d in (s.bypass_vector_index() if exact else s).limit(10).select(["id"]).to_list()}
+    report["lance_dense_recall_at_10"] = round(float(np.mean(
+        [len(top(v, False) & top(v, True)) / 10 for _, v in lat[: args.recall_queries]])), 4)
     _, report["lance_hybrid_tenant_filtered_ms"] = timed(
         lambda it: tbl.search(query_type="hybrid", vector_column_name="vector", fts_columns="text").vector(it[1])
         .text(texts[it[0]]).where("tenant IN ('hosp-a', 'public')", prefilter=True).limit(10).to_list(), lat[:50])
@@ -257,6 +264,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--db", default=str(WORK / "kb-1m.db"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-analysis", action="store_true", help="bioasq: skip the one-factor FTS analysis")
+    ap.add_argument("--vector-index", default="IVF_HNSW_SQ", help="scale: LanceDB vector index type")
+    ap.add_argument("--recall-queries", type=int, default=50, help="scale: dense recall@10 against its exact scan")
     args = ap.parse_args()
     report = bioasq(args) if args.what == "bioasq" else scale(args)
     text = json.dumps(report, indent=1)
