@@ -11,7 +11,9 @@ HNSW graph cannot navigate between clusters (recall@10 0.58 at 1M) — mixing sp
 space the real embeddings span. ``--vectors clustered`` still makes the first version (the 1M figures of the
 2026-12-02 report were measured on it). One in ten synthetic documents belongs to a hospital tenant
 (hosp-a / hosp-b), so tenant-filtered search is measured on the same corpus. Chunks are written through
-``KnowledgeStore.add_document`` (one transaction per 50-chunk document), as an ingest writes them.
+``KnowledgeStore.add_document`` (one transaction per 50-chunk document), as an ingest writes them, or with
+``--bulk N`` as the same rows, N documents per transaction (``bulk_add``): on a loaded 2-core machine the
+per-document path wrote 55-160 chunks/s, too slow for 1M (ingest rates are measured by bench_scale instead).
 """
 
 from __future__ import annotations
