@@ -26,6 +26,9 @@ import json, resource, sys, time
 from medkb.kb.factory import open_store
 from medkb.retrieval.bm25 import BM25Generator
 from medkb.settings import DatabaseSettings
+def medkb_path():
+    import medkb
+    return medkb.__file__
 store = open_store(DatabaseSettings(url="sqlite:///" + sys.argv[1]))
 t0, c0 = time.perf_counter(), time.process_time()
 view = BM25Generator(store, index_path=None).index()
@@ -38,7 +41,9 @@ print(json.dumps({"chunks": int(view.n_docs), "terms": len(view.vocab), "wall_s"
 
 def run(pkg_root: Path, db: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pkg_root)}
-    out = subprocess.run([sys.executable, "-c", CHILD, db], env=env, capture_output=True, text=True, check=True)
+    # cwd too: ``python -c`` puts the working directory first on sys.path
+    out = subprocess.run([sys.executable, "-c", CHILD + f"\nassert medkb_path().startswith({str(pkg_root)!r})", db],
+                         env=env, cwd=pkg_root, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -26,8 +26,9 @@ TEXTS = [
     "二甲双胍用于2型糖尿病的治疗，metformin 500 mg bid。",
     "",
     "β-blockers (β1) reduce mortality after myocardial infarction; beta blockers, BETA-BLOCKERS.",
-    "don't won't patient's patients' O'Brien's 3'UTR",
+    "don't won't patient's patients' O'Brien's 3'UTR 'quoted' a''b x'y'z 5'-3' '",
     "WHO: ALL in children. Who can treat all of us? CAN, ME and US; İSTANBUL ALL.",
+    "\u212a-ras (Kelvin sign), \u0130stanbul, na\u00efve, caf\u00e9, 10\u00b0C, \u00b15%, 2\u00b2\ttab\nnew-line",
 ]
 
 

@@ -98,7 +98,7 @@ class BM25Generator:
     def _docs(self, rows: Sequence) -> lx.Docs:  # type: ignore[type-arg]
         """Chunk rows tokenised (new terms join the append-only vocabulary), the same terms as ``tokenize``."""
         texts = [" ".join(p for p in ((r[3] if self.with_title else ""), r[2] or "", r[1]) if p) for r in rows]
-        if not self._zh_loaded and any(map(is_cjk, texts)):
+        if not self._zh_loaded and any(not t.isascii() and is_cjk(t) for t in texts):
             add_chinese_words(self._chinese_names())  # before tokenising: 二甲双胍 stays one word
             self._zh_loaded = True
             self._coder = None  # Chinese runs it has seen were segmented without those words
