@@ -215,6 +215,7 @@ def test_omop_is_read_in_person_groups_and_stores_the_same(tmp_path: Path, sqlit
                 "SELECT -5 AS k UNION ALL SELECT 10000000 UNION ALL (SELECT person_id + 1 FROM person WHERE "
                 "person_id + 1 NOT IN (SELECT person_id FROM person) ORDER BY 1 LIMIT 3))")
     con.close()
+    monkeypatch.setattr(omop, "FETCH_ROWS", 5)  # groups are read between fetches of the person stream
     batch = omop.read_omop(cdm, persons_per_group=7)
     assert batch.patients == {}  # nothing read yet
     groups = list(batch.patient_groups())

@@ -100,6 +100,7 @@ class _Layout:
     header_row: bool
 
 
+FETCH_ROWS = 10_000  # rows per fetch from DuckDB
 # Persons read, de-identified and written per group: what bounds the ingest's memory (the source is never whole).
 PERSONS_PER_GROUP = 2_000
 
@@ -173,12 +174,22 @@ class OmopTables:
     def _select(self, table: str, lay: _Layout, cond: str) -> Iterator[tuple[int, dict[str, Any]]]:
         cols = ", ".join(f'"{c}"' for c in lay.sql.values())
         # row_number() OVER () streams (no sort) and numbers rows in table order, before the filter
-        cur = self.con.execute(f'SELECT * FROM (SELECT row_number() OVER () AS __line, {cols} FROM "{table}") '
-                               f"WHERE __line > {int(lay.header_row)} AND ({cond})")
+        cur = self.stream(f'SELECT * FROM (SELECT row_number() OVER () AS __line, {cols} FROM "{table}") '
+                          f"WHERE __line > {int(lay.header_row)} AND ({cond})")
         names = list(lay.sql)
-        while batch := cur.fetchmany(10_000):
-            for row in batch:
-                yield int(row[0]), dict(zip(names, row[1:]))
+        try:
+            while batch := cur.fetchmany(FETCH_ROWS):
+                for row in batch:
+                    yield int(row[0]), dict(zip(names, row[1:]))
+        finally:
+            cur.close()
+
+    def stream(self, sql: str) -> Any:
+        """A result read in batches on its own cursor: DuckDB drops a connection's pending result when the
+        connection runs another query, and a stream's reader runs queries between batches."""
+        cur = self.con.cursor()
+        cur.execute(sql)
+        return cur
 
 
 def _int(v: Any) -> int | None:
@@ -258,13 +269,13 @@ def _person_groups(t: OmopTables, size: int, failed: list[BadRecord]
     assert lay is not None
     key = _person_key(lay.sql["PERSON_ID"])
     cols = ", ".join(f'"{c}"' for c in lay.sql.values())
-    cur = t.con.execute(f"SELECT * FROM (SELECT row_number() OVER () AS __line, {key} AS __key, {cols} "
-                        f'FROM "person") WHERE __line > {int(lay.header_row)} ORDER BY __key NULLS LAST, __line')
+    cur = t.stream(f"SELECT * FROM (SELECT row_number() OVER () AS __line, {key} AS __key, {cols} "
+                   f'FROM "person") WHERE __line > {int(lay.header_row)} ORDER BY __key NULLS LAST, __line')
     names = list(lay.sql)
     group: dict[str, SourcePatient] = {}
     lo: int | None = None
     last: int | None = None
-    while batch := cur.fetchmany(10_000):
+    while batch := cur.fetchmany(FETCH_ROWS):  # each group's rows are read between two batches
         for row in batch:
             n, k, r = int(row[0]), row[1], dict(zip(names, row[2:]))
             if k is not None and last is not None and k != last and len(group) >= size:
@@ -280,6 +291,7 @@ def _person_groups(t: OmopTables, size: int, failed: list[BadRecord]
             last = k if k is not None else last
             sex = GENDER_CONCEPTS.get(_int(r["GENDER_CONCEPT_ID"]) or 0)
             group[str(pid)] = SourcePatient(str(pid), birth, sex, deceased=False)
+    cur.close()
     yield lo, None, group
 
 
