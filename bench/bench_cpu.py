@@ -2,13 +2,17 @@
 throughput and latency at 1, 2, 4 and 8 clients against `medkb serve --workers W`, and the in-process limit.
 
     HF_HUB_OFFLINE=1 python -m bench.bench_cpu [--db sqlite:///bench/out/cpu.db] [--workers 1 2] [--requests 96]
+        [--client raw|httpx]
 
 - Embedding: the same PubMedQA chunk texts (batch passages) and questions (one at a time), each backend run twice
   in the order A B A B (the machine is shared; the better run of each is compared, both are reported), every
   backend with as many intra-op threads as there are cores. Also the cosine of ONNX to torch on 1,000 texts.
 - In-process limit: cores ÷ the time of one hybrid search in this process (query embedding included, one
   intra-op thread, as each worker has), measured sequentially on the sample knowledge base.
-- HTTP: loopback only, a bounded number of requests per level; p50/p95 per level; resident memory per worker.
+- HTTP: loopback only, a bounded number of requests per level; p50/p95 per level; resident memory per worker;
+  CPU per request of the server (all its processes, from /proc) and of the load generator. The generator shares
+  the server's cores: the default raw-socket client (bench/http_load.py) spends ~0.2 ms a request where httpx
+  spent 2.4-7.8 ms (same run, load 11-15), which was counted against the server.
 
 Writes bench/out/bench_cpu.json. Throughput on a machine shared with other work is noisy: the load average at
 the start and end is recorded beside the figures.
@@ -28,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench import http_load
 from bench.bench_api import ensure_kb, load, pct, queries, time_queries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +143,23 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def serve_section(db: str, key: str, workers: int, qs: list[str], requests: int) -> dict[str, Any]:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and every process below it: the server's own CPU per request."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def serve_section(db: str, key: str, workers: int, qs: list[str], requests: int,
+                  client: str = "raw") -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -163,11 +184,13 @@ def serve_section(db: str, key: str, workers: int, qs: list[str], requests: int)
         for i, clients in enumerate(LEVELS):
             note(f"{workers} workers, {clients} clients")
             part = [qs[(i * requests + j) % len(qs)] for j in range(requests)]
-            levels[str(clients)] = load(base, key, part, clients)
+            cpu0 = tree_cpu_s(server.pid)
+            levels[str(clients)] = (http_load.load if client == "raw" else load)(base, key, part, clients)
+            levels[str(clients)]["server_cpu_ms_per_request"] = 1000 * (tree_cpu_s(server.pid) - cpu0) / requests
         children = [int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()]
         procs = [p for p in children if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()] \
             if workers > 1 else [server.pid]
-        return {"workers": workers, "levels": levels, "rss_mb_per_worker": [round(rss_mb(p)) for p in procs]}
+        return {"workers": workers, "client": client, "levels": levels, "rss_mb_per_worker": [round(rss_mb(p)) for p in procs]}
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
@@ -183,6 +206,9 @@ def main() -> int:
     ap.add_argument("--embed-threads", type=int, default=CORES, help="intra-op threads of every embedder")
     ap.add_argument("--skip-embedding", action="store_true")
     ap.add_argument("--embedding-only", action="store_true")
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                    help="load generator: raw keep-alive sockets (bench/http_load.py, ~0.05 ms CPU a request) or "
+                    "httpx (~1 ms); either runs on the server's cores")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -197,7 +223,7 @@ def main() -> int:
 
     qs = queries(200)
     out["in_process"] = in_process_limit(args.db, qs[:100])
-    out["serve"] = [serve_section(args.db, key, w, qs, min(args.requests, 200)) for w in args.workers]
+    out["serve"] = [serve_section(args.db, key, w, qs, min(args.requests, 200), args.client) for w in args.workers]
     out["loadavg_end"] = loadavg()
     limit = out["in_process"]["limit_per_s"]
     for run in out["serve"]:
@@ -231,10 +257,12 @@ def report(out: dict[str, Any]) -> None:
     print(f"in-process hybrid search: {ip['ms_per_query']:.1f} ms/query (cpu {ip['cpu_ms_per_query']:.1f} ms) "
           f"-> limit {ip['limit_per_s']:.1f} req/s on {out['cores']} cores")
     for run in out["serve"]:
-        print(f"serve --workers {run['workers']} (RSS per worker MB: {run['rss_mb_per_worker']})")
+        print(f"serve --workers {run['workers']}, {run.get('client', 'httpx')} client "
+              f"(RSS per worker MB: {run['rss_mb_per_worker']})")
         for c, r in run["levels"].items():
             print(f"  {c} clients: {r['per_s']:6.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "
-                  f"errors {r['errors']}/{r['requests']}")
+                  f"errors {r['errors']}/{r['requests']}  CPU/request: server "
+                  f"{r.get('server_cpu_ms_per_request', 0):.1f} ms, client {r.get('client_cpu_ms_per_request', 0):.2f} ms")
         print(f"  8 vs 1 client: {run['scaling_8_vs_1']:.2f}x; 8 clients = {run['fraction_of_limit_at_8']:.2f} "
               f"of the in-process limit")
 
