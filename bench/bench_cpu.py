@@ -207,8 +207,8 @@ def main() -> int:
     ap.add_argument("--skip-embedding", action="store_true")
     ap.add_argument("--embedding-only", action="store_true")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                    help="load generator: raw keep-alive sockets (bench/http_load.py, ~0.05 ms CPU a request) or "
-                    "httpx (~1 ms); either runs on the server's cores")
+                    help="load generator: raw keep-alive sockets (bench/http_load.py, 0.2 ms CPU a request at load "
+                    "11-16) or httpx (2.4-7.8 ms there); either runs on the server's cores")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
