@@ -45,6 +45,12 @@ class Follower:
             self.prune_if_due()
             return False
         t0 = time.perf_counter()
+        self._prepare_and_pin(gen)
+        self.steps += 1
+        self.last_step_s = time.perf_counter() - t0
+        return True
+
+    def _prepare_and_pin(self, gen: int) -> None:
         filters = self.store.recent_filters()
         for f in filters:
             self.store.allowed_chunk_ids(f, generation=gen)
@@ -54,9 +60,6 @@ class Follower:
             self.graph.prepare(gen)
         self.bm25.publish(view)
         self.store.pin_generation(gen)
-        self.steps += 1
-        self.last_step_s = time.perf_counter() - t0
-        return True
 
     def prune_if_due(self, force: bool = False) -> int:
         """Delete change-log rows no persisted index needs (only where every index this process keeps is
@@ -79,7 +82,8 @@ class Follower:
             return
         self.bm25.index()
         self.bm25.followed = True
-        self.store.pin_generation(self.store.read_generation())
+        # What warm-up opened may be a write behind by now: the first pin is prepared like every later one.
+        self._prepare_and_pin(self.store.read_generation())
 
         def loop() -> None:
             while not self._stop.wait(self.interval):
