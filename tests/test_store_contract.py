@@ -297,3 +297,36 @@ class TestFollowingWrites:
         assert pos == last and len(ids) == 4
         store.prune_chunk_changes(last + 100)  # asked past the end: the newest row stays
         assert store.first_change_seq() == store.last_change_seq() == last
+
+    def test_filter_sets_follow_writes_supersession_and_deletes(self, store: KnowledgeStore, tenant: str) -> None:
+        """Each generation's allowed set equals a fresh computation (on SQLite it is derived from the previous
+        one plus the change log: a new version flips the old one's chunks out without touching them)."""
+        rng = np.random.default_rng(13)
+        other = self._second(store)
+        try:
+            filters = [SearchFilters(tenant_id=tenant), SearchFilters(tenant_id=tenant, include_superseded=True),
+                       SearchFilters(tenant_id=tenant, sources=("s2",)), SearchFilters()]
+
+            def check() -> None:
+                gen = store.read_generation()
+                fresh = self._second(store)
+                try:
+                    for f in filters:
+                        got = store.allowed_chunk_ids(f, generation=gen)
+                        assert np.array_equal(got, fresh.allowed_chunk_ids(f)), f
+                finally:
+                    fresh.close()
+
+            v1 = other.add_document(doc(tenant, "g", ["dose 1", "dose 2"], rng, version="1"))
+            other.add_document(doc(tenant, "h", ["other"], rng, source="s2"))
+            check()
+            v2 = other.add_document(doc(tenant, "g", ["dose 3"], rng, version="2"))  # v1 superseded
+            check()
+            assert not set(v1.chunk_ids) & set(store.allowed_chunk_ids(filters[0], generation=store.read_generation()))
+            other.delete_document(v2.document_id)  # v1 is the newest again
+            check()
+            assert set(v1.chunk_ids) <= set(store.allowed_chunk_ids(filters[0], generation=store.read_generation()))
+            other.delete_source(tenant, "s2")
+            check()
+        finally:
+            other.close()

@@ -56,6 +56,7 @@ class SQLiteStore(InProcessVectors):
     """
 
     backend = "sqlite"
+    incremental_filter_sets = True  # one writer at a time: log positions commit in order, no holes
 
     def __init__(self, engine: Engine, ann: AnnConfig | None = None) -> None:
         super().__init__(engine)

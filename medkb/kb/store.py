@@ -21,7 +21,7 @@ from medkb.kb import models as m
 from medkb.kb.dberrors import classify, retrying
 from medkb.kb.filters import SearchFilters, document_clause
 from medkb.kb.records import AddResult, ChunkView, DocumentIn, VectorHit
-from medkb.kb.store_changes import ChangesMixin
+from medkb.kb.store_changes import ChangeLogGap, ChangesMixin
 from medkb.kb.store_meta import EMBED_DIM_KEY, MetaMixin
 from medkb.kb.store_sources import SourcesMixin
 
@@ -56,6 +56,9 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
         self._lock = threading.RLock()
         self._write_lock = self._lock if self.write_lanes == 1 else nullcontext()
         self._filter_cache: dict[tuple[int, SearchFilters], np.ndarray] = {}
+        # Per filter, the newest set computed and the log position it reflects: the next generation's set is
+        # that one plus the logged changes (on backends whose log has no holes: ``incremental_filter_sets``).
+        self._filter_base: dict[SearchFilters, tuple[int, int, np.ndarray]] = {}
         # Per-document round trips matter on a server: source ids and the (immutable) dimension are
         # remembered; a source deleted meanwhile by another process shows as a FK error, then a re-read.
         self._source_ids: dict[tuple[str, str], int] = {}
@@ -134,7 +137,7 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             row.evidence_level, row.specialty, row.patient_id = doc.evidence_level, doc.specialty, doc.patient_id
             row.meta, row.content_hash = dict(doc.metadata), chash
             s.flush()
-            self._apply_versions(siblings)
+            self._apply_versions(s, siblings)
             chunk_ids = self._insert_chunks(s, row, doc)
             self._bump_generation(s)
         return AddResult(status, row.id, tuple(chunk_ids))
@@ -155,15 +158,21 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
                 f"embedding dimension {dim} does not match this knowledge base's dimension {kb_dim}"
             )
 
-    @staticmethod
-    def _apply_versions(siblings: Sequence[m.Document]) -> None:
-        """Every version of one (source, external id): only the newest is not superseded."""
+    def _apply_versions(self, s: Session, siblings: Sequence[m.Document]) -> None:
+        """Every version of one (source, external id): only the newest is not superseded. The chunks of a
+        document whose flag flips are logged: filter sets follow the change log, and this changes them."""
         if not siblings:
             return
         # Ties broken by time, then id: AUTO_INCREMENT is unique but not monotonic across TiDB nodes.
         newest = max(siblings, key=lambda d: (_version_key(d.version), d.created_at, d.id))
+        flipped = []
         for d in siblings:
-            d.superseded = d.id != newest.id
+            flag = d.id != newest.id
+            if bool(d.superseded) != flag and d.id is not None:
+                flipped.append(d.id)
+            d.superseded = flag
+        if flipped:
+            self._log_chunks_where(s, select(m.Chunk.id).where(m.Chunk.document_id.in_(flipped)))
 
     def _insert_chunks(self, s: Session, row: m.Document, doc: DocumentIn) -> list[int]:
         """Multi-row INSERTs (one round trip per batch, not per chunk), with RETURNING where the server
@@ -219,7 +228,7 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             self._delete_chunks(s, [document_id])
             s.delete(doc)
             s.flush()
-            self._apply_versions(list(s.scalars(select(m.Document).where(
+            self._apply_versions(s, list(s.scalars(select(m.Document).where(
                 m.Document.source_id == doc.source_id, m.Document.external_id == doc.external_id))))
             self._bump_generation(s)
 
@@ -305,16 +314,19 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
             hit = self._filter_cache.get(key)
         if hit is not None:
             return hit
-        # Core rows, unsorted (the chunks.document_id index covers the join), sorted in numpy: at 1M chunks the
-        # ORM session and SQL's ORDER BY (a temp B-tree) were most of the 16.6 s this took on a restart.
-        stmt = (select(m.Chunk.id).join(m.Document, m.Document.id == m.Chunk.document_id)
-                .where(document_clause(filters)))
-        parts = []
-        with self.engine.connect() as c:
-            res = c.execute(stmt)
-            while rows := res.fetchmany(ALLOWED_FETCH):
-                parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        arr = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        arr = None
+        base = self._filter_base.get(filters) if self.incremental_filter_sets else None
+        if base is not None and base[0] < gen:
+            try:
+                seq, arr = self._allowed_since(filters, base[1], base[2])
+            except ChangeLogGap:
+                arr = None
+        if arr is None:
+            seq = self.last_change_seq()  # read first: the set reflects at least this position
+            arr = self._allowed_query(document_clause(filters))
+        with self._lock:
+            if base is None or gen > base[0]:
+                self._filter_base[filters] = (gen, seq, arr)
         with self._lock:
             if len(self._filter_cache) > 64:  # older generations' entries go first, never the pinned one's
                 keep = (gen, self._pinned_generation)
@@ -323,6 +335,18 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
                     self._filter_cache.clear()
             self._filter_cache[key] = arr
         return arr
+
+    def _allowed_query(self, clause) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Sorted ids of the chunks whose document matches ``clause``. Core rows, unsorted (the
+        chunks.document_id index covers the join), sorted in numpy: the ORM session and SQL's ORDER BY
+        were most of the 16.6 s this took at 1M chunks on a restart."""
+        stmt = select(m.Chunk.id).join(m.Document, m.Document.id == m.Chunk.document_id).where(clause)
+        parts = []
+        with self.engine.connect() as c:
+            res = c.execute(stmt)
+            while rows := res.fetchmany(ALLOWED_FETCH):
+                parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def recent_filters(self) -> list[SearchFilters]:
         """The filters queries used lately (the filter cache's keys): what a follower prepares ahead."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select
+import numpy as np
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from medkb.kb import models as m
+from medkb.kb.filters import SearchFilters, document_clause
 
 # Rows per multi-row INSERT into the log (ids only: small).
 LOG_BATCH = 1000
@@ -25,6 +27,10 @@ class ChangeLogGap(Exception):
 
 class ChangesMixin:
     """Change-log writes and reads for KnowledgeStore, which supplies ``session()``."""
+
+    # True where log positions commit in order (SQLite: one writer at a time), so a filter's allowed set can
+    # follow the log without tracking holes; server backends recompute the set per generation instead.
+    incremental_filter_sets = False
 
     def _log_chunk_ids(self, s: Session, chunk_ids: Sequence[int]) -> None:
         rows = [{"chunk_id": int(i)} for i in chunk_ids]
@@ -105,3 +111,27 @@ class ChangesMixin:
             return 0
         with self.session() as s:  # type: ignore[attr-defined]
             return int(s.execute(delete(m.ChunkChange).where(m.ChunkChange.seq <= keep_after)).rowcount or 0)
+
+    def _allowed_since(self, filters: SearchFilters, seq: int, allowed: np.ndarray) -> tuple[int, np.ndarray]:
+        """(new position, allowed set) from the set ``allowed`` at log position ``seq`` plus the changes since:
+        changed chunks leave it, and those that exist and match the filters now come back. O(changes)."""
+        if self.first_change_seq() > seq + 1:
+            raise ChangeLogGap(f"the change log starts after position {seq + 1}")
+        changes, pos = [], seq
+        while batch := self.chunk_changes_since(pos, limit=LOG_FETCH):
+            changes += batch
+            pos = batch[-1][0]
+            if len(batch) < LOG_FETCH:
+                break
+        if not changes:
+            return seq, allowed
+        changed = np.sort(np.fromiter((c for _, c in changes), dtype=np.int64, count=len(changes)))
+        changed = changed[np.r_[True, changed[1:] != changed[:-1]]]
+        clause = document_clause(filters)
+        back = np.concatenate([self._allowed_query(and_(clause, m.Chunk.id.in_([int(x) for x in changed[i : i + 900]])))  # type: ignore[attr-defined]
+                               for i in range(0, changed.size, 900)])
+        # Binary searches and one insert, not np.unique/union1d over the whole set (numpy 2's hash-based
+        # unique took 1.4 s on 90k ids here, under load).
+        at = np.minimum(np.searchsorted(changed, allowed), changed.size - 1)
+        kept = allowed[changed[at] != allowed]
+        return pos, np.insert(kept, np.searchsorted(kept, back), back)  # back: sorted, none of them in kept
