@@ -291,7 +291,7 @@ def ingest(db: str, path: Path) -> subprocess.Popen:  # type: ignore[type-arg]
                             stdout=subprocess.DEVNULL, stderr=open(SCRATCH / f"ingest-{path.stem}.log", "w"))
 
 
-def part_live(db: str, docs: int, mode: str, idle_n: int = 150) -> dict:
+def part_live(db: str, docs: int, mode: str, idle_n: int = 150, seed: int = 11) -> dict:
     import httpx
 
     queries = list(bioasq()[0].values())
@@ -352,7 +352,7 @@ def part_live(db: str, docs: int, mode: str, idle_n: int = 150) -> dict:
             # (b) a large ingest in another process while /v1/search is queried
             srv.timed = []
             many = scratch / "live-many.jsonl"
-            write_docs(many, docs, seed=11)
+            write_docs(many, docs, seed=seed)  # a new seed: documents not already in the KB from an earlier run
             proc = ingest(db, many)
             lat, errors, qi = [], 0, 0
             t0 = time.perf_counter()
@@ -402,6 +402,7 @@ def main() -> int:
     ap.add_argument("--db", required=True)
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--mode", default="hybrid")
+    ap.add_argument("--seed", type=int, default=11, help="of the --docs documents (another seed: new documents)")
     args = ap.parse_args()
     SCRATCH.mkdir(parents=True, exist_ok=True)
     if args.part == "quality":
@@ -409,7 +410,7 @@ def main() -> int:
     elif args.part == "restart":
         out = part_restart(args.db)
     else:
-        out = part_live(args.db, args.docs, args.mode)
+        out = part_live(args.db, args.docs, args.mode, seed=args.seed)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"bench_live_{args.part}.json").write_text(json.dumps(out, indent=2))
     print(uptime())
