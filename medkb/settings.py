@@ -106,6 +106,9 @@ class APISettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1)  # worker processes of `medkb serve` (one per core scales search)
+    # Searches one process runs at once; more wait their turn. 0 = its intra-op threads (cores / workers under
+    # `serve --workers N`): searches beyond the cores only contend for the GIL and the cores, and each costs more CPU.
+    search_concurrency: int = Field(default=0, ge=0)
     max_body_bytes: int = 1_000_000
     require_auth: bool = True
     # Per API key, moving window (the `limits` package's notation): chat and completions, and search.

@@ -235,3 +235,47 @@ def test_keys_cli_create_list_revoke(kb: KB, client: TestClient) -> None:
     assert client.post("/v1/search", json={"query": "renal"}, headers=auth(key)).status_code == 401
     bad = run.invoke(app, [*db, "keys", "create", "--tenant", OTHER, "--role", "superuser"])
     assert bad.exit_code != 0
+
+
+def test_searches_beyond_the_process_slots_wait_their_turn(kb: KB) -> None:
+    """With MEDKB_API_SEARCH_CONCURRENCY=1, eight concurrent /v1/search requests run one retrieval at a time and all
+    answer. The real retriever runs; it is wrapped only to count how many searches are inside it at once (and to
+    hold each one 50 ms, so that the others have arrived while it runs)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medkb.api.service import search_slots
+
+    api = kb.settings.api.model_copy(update={"search_concurrency": 1})
+    settings = kb.settings.model_copy(update={"api": api})
+    assert search_slots(settings) == 1
+    threads2 = kb.settings.model_copy(update={"embedding": kb.settings.embedding.model_copy(update={"threads": 2})})
+    assert search_slots(threads2) == 2  # by default as many searches as the process has intra-op threads
+    app = create_app(settings, kb.store)
+    running, peak, lock = 0, 0, threading.Lock()
+    with TestClient(app) as c:
+        retriever = app.state.service.retriever
+        real = retriever.search
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            try:
+                time.sleep(0.05)
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    running -= 1
+
+        retriever.search = counted
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(lambda q: c.post("/v1/search", json={"query": q, "k": 3},
+                                                       headers=auth(kb.keys["demo-clinician"])).status_code,
+                                      ["sclerosis", "metformin", "asthma", "fever"] * 2))
+        finally:
+            del retriever.search
+    assert codes == [200] * 8
+    assert peak == 1

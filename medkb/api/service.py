@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -35,6 +36,13 @@ class Metrics:
                            registry=self.registry)
 
 
+def search_slots(settings: Settings) -> int:
+    """How many searches this process runs at once (MEDKB_API_SEARCH_CONCURRENCY; else its intra-op threads)."""
+    if settings.api.search_concurrency > 0:
+        return settings.api.search_concurrency
+    return settings.embedding.threads if settings.embedding.threads > 0 else max(1, os.cpu_count() or 1)
+
+
 class Service:
     def __init__(self, settings: Settings, store: KnowledgeStore) -> None:
         self.settings = settings
@@ -46,6 +54,7 @@ class Service:
         self._embedder: Any = None
         self.generator = LLMClient(settings.llm) if settings.llm.model else None
         self.limits = RateLimits(settings.api)
+        self.search_slots = threading.BoundedSemaphore(search_slots(settings))
 
     @property
     def embedder(self) -> Any:
