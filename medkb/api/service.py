@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
@@ -40,7 +39,9 @@ def search_slots(settings: Settings) -> int:
     """How many searches this process runs at once (MEDKB_API_SEARCH_CONCURRENCY; else its intra-op threads)."""
     if settings.api.search_concurrency > 0:
         return settings.api.search_concurrency
-    return settings.embedding.threads if settings.embedding.threads > 0 else max(1, os.cpu_count() or 1)
+    from medkb.kb.onnx_embedder import default_threads  # the count the embedder itself takes when threads is 0
+
+    return settings.embedding.threads if settings.embedding.threads > 0 else default_threads()
 
 
 class Service:

@@ -56,8 +56,9 @@ def register(app: typer.Typer) -> None:
             uvicorn.run(create_app(settings, c.store), **common)  # type: ignore[arg-type]
             return
         c.store  # noqa: B018  (fail here, once, if the database cannot be reached)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        os.environ.update(worker_environment(settings, workers, cores))
+        from medkb.kb.onnx_embedder import default_threads  # the cores this process may run on
+
+        os.environ.update(worker_environment(settings, workers, default_threads()))
         _prepare_models(settings)
         # A worker answers the parent's health pings only once it has imported medkb (seconds on a busy machine);
         # uvicorn's 5 s default kills and restarts such workers forever.
