@@ -4,6 +4,9 @@ throughput and latency at 1, 2, 4 and 8 clients against `medkb serve --workers W
     HF_HUB_OFFLINE=1 python -m bench.bench_cpu [--db sqlite:///bench/out/cpu.db] [--workers 1 2] [--requests 96]
         [--client raw|httpx]
 
+- Host: the CPU model and the fp32 GEMM rate of each library on a MiniLM-shaped product (a batch of ~88-token
+  passages times a 384x1536 weight), all cores: torch (MKL/oneDNN) and ONNX Runtime (MLAS). The ONNX/torch ratios
+  follow these rates, and they depend on the host: on an AMD Zen 5 host MLAS ran 366 GFLOP/s against MKL's 178.
 - Embedding: the same PubMedQA chunk texts (batch passages) and questions (one at a time), each backend run twice
   in the order A B A B (the machine is shared; the better run of each is compared, both are reported), every
   backend with as many intra-op threads as there are cores. Also the cosine of ONNX to torch on 1,000 texts.
@@ -81,6 +84,54 @@ def embed_rates(embedder: Any, passages: list[str], questions: list[str]) -> dic
             "cpu_ms_per_query": 1000 * single_cpu / len(questions)}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def gemm_rates(threads: int = CORES, reps: int = 30) -> dict[str, Any]:
+    """fp32 GEMM GFLOP/s of torch and of ONNX Runtime on one MiniLM-shaped product: the ceiling each embedding
+    path works under, since both are GEMM-bound (issue 18's profile: MatMul + Attention ~88 % of a query)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = 32 * 88, 384, 1536
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+
+    def rate(fn: Any) -> float:
+        fn()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    torch_rate = rate(lambda: torch.mm(ta, tb))
+    torch.set_num_threads(prev)
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ort_rate = rate(lambda: sess.run(None, {"A": a}))
+    return {"cpu": cpu_model(), "threads": threads, "shape": [m, k, n], "torch_gflops": torch_rate,
+            "onnxruntime_gflops": ort_rate, "ratio": ort_rate / torch_rate}
+
+
 def embedding_section(n_passages: int, n_questions: int, threads: int = CORES) -> dict[str, Any]:
     import numpy as np
 
@@ -88,6 +139,7 @@ def embedding_section(n_passages: int, n_questions: int, threads: int = CORES) -
 
     chunks, questions = pubmedqa_texts(1000)
     passages, qs = chunks[:n_passages], questions[:n_questions]
+    gemm = gemm_rates(threads)
     torch_e = load_embedder("all-MiniLM-L6-v2", backend="torch", threads=threads)
     onnx_e = load_embedder("all-MiniLM-L6-v2", backend="onnx", threads=threads)
     runs: dict[str, list[dict[str, float]]] = {"torch": [], "onnx": []}
@@ -96,7 +148,8 @@ def embedding_section(n_passages: int, n_questions: int, threads: int = CORES) -
         runs["onnx"].append(embed_rates(onnx_e, passages, qs))
     best = {k: {m: max(r[m] for r in v) for m in ("passages_per_s", "queries_per_s")}
             | {m: min(r[m] for r in v) for m in ("cpu_ms_per_passage", "cpu_ms_per_query")} for k, v in runs.items()}
-    out: dict[str, Any] = {"passages": len(passages), "questions": len(qs), "threads": threads, "runs": runs,
+    out: dict[str, Any] = {"passages": len(passages), "questions": len(qs), "threads": threads, "gemm": gemm,
+                           "runs": runs,
                            "best": best,
                            "ratio_batch": best["onnx"]["passages_per_s"] / best["torch"]["passages_per_s"],
                            "ratio_single": best["onnx"]["queries_per_s"] / best["torch"]["queries_per_s"]}
@@ -240,6 +293,9 @@ def report(out: dict[str, Any]) -> None:
     print(f"cores {out['cores']}; load average at start {out['loadavg_start']}, at end {out['loadavg_end']}")
     if "embedding" in out:
         e = out["embedding"]
+        g = e["gemm"]
+        print(f"host {g['cpu']}: fp32 GEMM {g['shape']} on {g['threads']} threads: torch {g['torch_gflops']:.0f} "
+              f"GFLOP/s, ONNX Runtime {g['onnxruntime_gflops']:.0f} GFLOP/s ({g['ratio']:.2f}x)")
         for name in ("torch", "onnx"):
             b = e["best"][name]
             print(f"{name:>6} ({e['threads']} threads): {b['passages_per_s']:7.1f} passages/s (batch of {e['passages']}), "
