@@ -238,8 +238,8 @@ def test_keys_cli_create_list_revoke(kb: KB, client: TestClient) -> None:
 
 
 def test_searches_beyond_the_process_slots_wait_their_turn(kb: KB) -> None:
-    """With MEDKB_API_SEARCH_CONCURRENCY=1, eight concurrent /v1/search requests run one retrieval at a time and all
-    answer. The real retriever runs; it is wrapped only to count how many searches are inside it at once (and to
+    """With MEDKB_API_SEARCH_CONCURRENCY=1, eight concurrent requests (four /v1/search, four /v1/chat) run one
+    retrieval at a time and all answer. The real retriever runs; it is wrapped only to count how many searches are inside it at once (and to
     hold each one 50 ms, so that the others have arrived while it runs)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -269,12 +269,16 @@ def test_searches_beyond_the_process_slots_wait_their_turn(kb: KB) -> None:
                 with lock:
                     running -= 1
 
+        def ask(i: int, q: str) -> int:
+            h = auth(kb.keys["demo-clinician"])
+            if i % 2:  # chat's retrieval takes the same slots as /v1/search
+                return c.post("/v1/chat", json={"messages": [{"role": "user", "content": q}]}, headers=h).status_code
+            return c.post("/v1/search", json={"query": q, "k": 3}, headers=h).status_code
+
         retriever.search = counted
         try:
             with ThreadPoolExecutor(8) as pool:
-                codes = list(pool.map(lambda q: c.post("/v1/search", json={"query": q, "k": 3},
-                                                       headers=auth(kb.keys["demo-clinician"])).status_code,
-                                      ["sclerosis", "metformin", "asthma", "fever"] * 2))
+                codes = list(pool.map(ask, range(8), ["sclerosis", "metformin", "asthma", "fever"] * 2))
         finally:
             del retriever.search
     assert codes == [200] * 8

@@ -95,8 +95,10 @@ def start(svc: Service, who: Principal, messages: list[Message], patient_id: str
         check_patient(svc.store, who.tenant_id, patient_id)
         audit.record(svc.store, who, "chat", endpoint=endpoint, patient_id=patient_id)
     engine = svc.engine()
-    prepared = engine.prepare(question, filters.to_filters(who.tenant_id, patient_id),
-                              query=retrieval_query(question, history))
+    # Retrieval takes a search slot like /v1/search; the LLM call that follows waits on another process, not ours.
+    with svc.search_slots:
+        prepared = engine.prepare(question, filters.to_filters(who.tenant_id, patient_id),
+                                  query=retrieval_query(question, history))
     return engine, prepared, history
 
 
