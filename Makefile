@@ -40,4 +40,4 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) medkb.db medkb.db-wal medkb.db-shm .pytest_cache
+	rm -rf $(VENV) medkb.db medkb.db-wal medkb.db-shm medkb.db.lexical.npz medkb.db.ann .pytest_cache
