@@ -85,9 +85,9 @@ def score(r: Retriever, data: dict, split: str, weight: float, types: str) -> di
 
 
 def full(r: Retriever, weight: float, out: Path | None, max_q: int | None = None,
-         only: Sequence[str] = ()) -> dict:
+         only: Sequence[str] = (), data: Path = DATA) -> dict:
     """Every query through ``Retriever.search`` per mode (as ``medkb eval retrieval``), scored per split."""
-    ds = load_beir(DATA, "test").limit(max_q)
+    ds = load_beir(data, "test").limit(max_q)
     f = SearchFilters(tenant_id="public", sources=(ds.name,))
     variants = {"bm25": ("bm25", 0.0), "dense": ("dense", 0.0), "graph": ("graph", 0.0),
                 "hybrid_no_graph": ("hybrid", 0.0), "hybrid": ("hybrid", weight)}
@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=4.0)
     ap.add_argument("--types", default="drug,gene")
     ap.add_argument("--runs", default="/tmp/tune_graph_runs.pkl")
+    ap.add_argument("--data", type=Path, default=DATA, help="full: this BEIR dataset (e.g. PubMedQA* gold PMIDs "
+                    "written by medkb.eval.qa.gold_pmid_dataset) instead of bioasq-dev")
     ap.add_argument("--max", type=int, default=None, help="collect only the first N queries (a smoke run)")
     a = ap.parse_args()
     r, path = retriever(a.db), Path(a.runs)
@@ -130,7 +132,7 @@ def main() -> None:
     if a.bm25_weight is not None:
         r.rs.bm25_weight = a.bm25_weight
     if a.what == "full":
-        full(r, a.weight, a.json, a.max, a.variants.split(",") if a.variants else ())
+        full(r, a.weight, a.json, a.max, a.variants.split(",") if a.variants else (), a.data)
         return
     data = pickle.loads(path.read_bytes())
     if a.what == "fusion":  # the BM25 leg's weight against dense (1.0), with and without the graph boost

@@ -60,11 +60,13 @@ class RetrievalSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEDKB_RETRIEVAL_", extra="ignore")
 
-    bm25_weight: float = 1.2  # tuned on bioasq-dev with z-score fusion (bench/tune_bioasq.py)
+    # bm25_weight, graph_weight and the feedback pair were tuned jointly on one half of bioasq-dev's
+    # questions with z-score fusion (bench/tune_graph.py prf --split dev; the other half held out).
+    bm25_weight: float = 1.0
     dense_weight: float = 1.0
-    # Boost of a fused candidate naming all of the query's graph_types entities (z-score units), tuned on
-    # one half of bioasq-dev's questions (bench/tune_graph.py); 0 turns the graph leg off in hybrid.
-    graph_weight: float = 4.0
+    # Boost of a fused candidate naming all of the query's graph_types entities (z-score units);
+    # 0 turns the graph leg off in hybrid.
+    graph_weight: float = 3.0
     graph_types: tuple[str, ...] = ("drug", "gene")
     patient_weight: float = 1.0
     rrf_k: int = 60
@@ -74,6 +76,11 @@ class RetrievalSettings(BaseSettings):
     fusion: str = "zscore"  # zscore (CombSUM of per-generator z-scores; best on bioasq-dev) | rrf
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    # Dense pseudo-relevance feedback in hybrid: the query vector + feedback_beta x the mean vector of the
+    # top feedback_depth fused hits, searched again as the dense leg, then fused again (Rocchio; no
+    # re-embedding, one more vector search). 0 turns it off.
+    feedback_depth: int = 2
+    feedback_beta: float = 1.5
     dedup_threshold: float = 0.9  # Jaccard of word 3-shingles above which a hit repeats a better one
 
 
