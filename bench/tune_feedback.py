@@ -66,7 +66,8 @@ def collect(r: Retriever, db: str, out: Path, data: Path) -> None:
 
 def ranking(r: Retriever, d: dict, rr: dict, *, depth: int = 100, k1: float = 1.2, b: float = 0.75,
             bm25_weight: float = 1.0, dense_weight: float = 1.0, graph_weight: float = 3.0,
-            types: str = "drug,gene", feedback_depth: int = 2, feedback_beta: float = 1.5) -> list[str]:
+            types: str = "drug,gene", feedback_depth: int = 2, feedback_beta: float = 1.5,
+            feedback_union: int = 0) -> list[str]:
     def cands(pair: tuple[np.ndarray, np.ndarray]) -> list[Candidate]:
         return [Candidate(int(i), float(s)) for i, s in zip(pair[0][:depth], pair[1][:depth])]
 
@@ -87,6 +88,9 @@ def ranking(r: Retriever, d: dict, rr: dict, *, depth: int = 100, k1: float = 1.
         q = rr["qvec"] / np.linalg.norm(rr["qvec"]) + feedback_beta * d["M"][top].mean(0)
         s = d["M"] @ (q / np.linalg.norm(q))
         o = np.argsort(-s)[:depth]
+        if feedback_union:  # the first dense pass's candidates stay in the pool, re-scored by the new query
+            o = np.union1d(o, [pos[c.chunk_id] for c in legs["dense"] if c.chunk_id in pos])
+            o = o[np.argsort(-s[o])]
         legs["dense"] = [Candidate(int(d["ids"][i]), float(s[i])) for i in o]
         ranked = run()
     return best_chunk_per_doc([d["ext"][c] for c, _ in ranked[:100]])
