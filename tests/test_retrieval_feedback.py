@@ -44,8 +44,12 @@ def test_hybrid_searches_the_dense_leg_again_from_the_query_moved_towards_its_to
     top = [h.chunk.id for h in plain.hits[:2]]
     q = _unit(_unit(np.asarray(embedder.embed_query(query), dtype=np.float64)) + 1.5 * np.mean([vec[c] for c in top], 0))
     want = sorted((float(q @ v) for v in vec.values()), reverse=True)
-    assert np.allclose(res.run_scores["dense"], want, atol=1e-4)
-    assert not np.allclose(res.run_scores["dense"], plain.run_scores["dense"], atol=1e-4)
+    assert np.allclose(res.run_scores["feedback"], want, atol=1e-4)
+    # Fusion used the feedback pass; the first pass stays as it was (traces and the evidence gate read
+    # query-passage cosines from it).
+    assert np.allclose(res.run_scores["dense"], plain.run_scores["dense"], atol=1e-6)
+    assert not np.allclose(res.run_scores["feedback"], plain.run_scores["dense"], atol=1e-4)
+    assert all("feedback" in h.trace["generators"] for h in res.hits)
     assert "feedback" in res.timings
     assert {h.chunk.id for h in res.hits} == set(ids)  # the other tenant's chunk stays out of the second pass
     assert res.hits[0].chunk.id in top[:2]

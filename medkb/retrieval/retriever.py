@@ -150,7 +150,7 @@ class Retriever:
             if use["dense"] and self.rs.feedback_depth > 0 and ranked and qvec is not None:
                 fb = timed("feedback", self._feedback, qvec, ranked, filters, n)
                 if fb is not None:
-                    runs["dense"] = fb
+                    runs["feedback"] = fb
                     ranked = self._fuse(runs, linked, filters, use["graph"], timed)
         else:
             ranked = [(c.chunk_id, c.score) for c in runs.get(mode, [])]
@@ -168,8 +168,13 @@ class Retriever:
 
     def _fuse(self, runs: dict[str, list[Candidate]], linked: list[dict[str, Any]], filters: SearchFilters,
               graph: bool, timed: Any) -> list[tuple[int, float]]:
-        """Fusion of the legs, then the graph boost (its own list in ``runs`` for the trace, never fused)."""
+        """Fusion of the legs, then the graph boost (its own list in ``runs`` for the trace, never fused).
+
+        A feedback pass takes the first dense pass's place in fusion, at the dense weight; the first pass
+        stays in ``runs``, so traces and the evidence gate still read query-passage cosines."""
         legs = {name: c for name, c in runs.items() if name != "graph"}
+        if "feedback" in legs:
+            legs["dense"] = legs.pop("feedback")
         ranked = fuse(legs, self.weights, method=self.rs.fusion, k=self.rs.rrf_k)
         if graph:
             runs["graph"] = timed("graph", self.graph.boost, linked, [c for c, _ in ranked], filters)
