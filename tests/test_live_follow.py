@@ -133,3 +133,45 @@ def test_follower_prunes_the_log_below_persisted_positions_and_a_lagging_index_r
         writer.close()
         reader.close()
         lagging.close()
+
+
+def test_filter_set_catch_up_looks_chunks_up_by_id_not_through_every_allowed_document(tmp_path: Path) -> None:
+    """The next generation's allowed set reads only the changed chunks: each of its queries is planned from the
+    chunk ids (primary key), whatever the filter. As a join, SQLite drove 20+ ids from the documents the filter
+    allows and read every allowed chunk: 8.4 s a generation at 1M chunks."""
+    from sqlalchemy import event
+
+    writer, reader = pair(tmp_path)
+    rng = np.random.default_rng(5)
+    for d in range(40):
+        add(writer, f"base-{d}", TEXTS[:2], rng, tenant=("public", "hosp-a")[d % 2])
+    filters = [SearchFilters(), SearchFilters(tenant_id="hosp-a"), SearchFilters(sources=("lit",))]
+    for f in filters:
+        reader.allowed_chunk_ids(f)
+    gone = [add(writer, f"new-{d}", TEXTS, rng, tenant=("public", "hosp-a")[d % 2]) for d in range(12)]
+    writer.delete_document(gone[0].document_id)
+
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "chunks.id IN" in statement:
+            seen.append((statement, tuple(params)))
+
+    event.listen(reader.engine, "before_cursor_execute", capture)
+    try:
+        gen = reader.read_generation()
+        got = {f: reader.allowed_chunk_ids(f, generation=gen) for f in filters}
+    finally:
+        event.remove(reader.engine, "before_cursor_execute", capture)
+    fresh = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
+    for f in filters:
+        assert np.array_equal(got[f], fresh.allowed_chunk_ids(f)), f
+    assert len(seen) == len(filters)  # caught up from the log, one id query each (55 changed chunks)
+    with reader.engine.connect() as c:
+        for statement, params in seen:
+            plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+            assert plan[0].startswith("SEARCH chunks USING INTEGER PRIMARY KEY"), plan
+            assert not any("documents" in p and "PRIMARY KEY" not in p for p in plan), plan
+    fresh.close()
+    writer.close()
+    reader.close()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -112,6 +112,19 @@ class ChangesMixin:
         with self.session() as s:  # type: ignore[attr-defined]
             return int(s.execute(delete(m.ChunkChange).where(m.ChunkChange.seq <= keep_after)).rowcount or 0)
 
+    def _allowed_among(self, clause, chunk_ids: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Sorted ids of those of ``chunk_ids`` that exist and whose document matches ``clause``. The document
+        test is a correlated EXISTS, so the query is driven by the chunk ids (primary-key lookups): as a join
+        with 20+ ids SQLite drove it from the documents the clause allows, reading every allowed chunk (2.2 s
+        for 900 ids at 100k chunks; 8.4 s for a 2,000-chunk delete at 1M)."""
+        parts = []
+        has_doc = exists().where(m.Document.id == m.Chunk.document_id, clause)
+        with self.engine.connect() as c:  # type: ignore[attr-defined]
+            for i in range(0, chunk_ids.size, 900):  # under SQLite's bound-parameter limit
+                part = [int(x) for x in chunk_ids[i : i + 900]]
+                parts += c.execute(select(m.Chunk.id).where(m.Chunk.id.in_(part), has_doc)).scalars().all()
+        return np.sort(np.asarray(parts, dtype=np.int64))
+
     def _allowed_since(self, filters: SearchFilters, seq: int, allowed: np.ndarray) -> tuple[int, np.ndarray]:
         """(new position, allowed set) from the set ``allowed`` at log position ``seq`` plus the changes since:
         changed chunks leave it, and those that exist and match the filters now come back. O(changes)."""
@@ -127,9 +140,7 @@ class ChangesMixin:
             return seq, allowed
         changed = np.sort(np.fromiter((c for _, c in changes), dtype=np.int64, count=len(changes)))
         changed = changed[np.r_[True, changed[1:] != changed[:-1]]]
-        clause = document_clause(filters)
-        back = np.concatenate([self._allowed_query(and_(clause, m.Chunk.id.in_([int(x) for x in changed[i : i + 900]])))  # type: ignore[attr-defined]
-                               for i in range(0, changed.size, 900)])
+        back = self._allowed_among(document_clause(filters), changed)
         # Binary searches and one insert, not np.unique/union1d over the whole set (numpy 2's hash-based
         # unique took 1.4 s on 90k ids here, under load).
         at = np.minimum(np.searchsorted(changed, allowed), changed.size - 1)
