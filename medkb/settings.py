@@ -24,7 +24,7 @@ class DatabaseSettings(BaseSettings):
     echo: bool = False
     # SQLite: chunks at which dense search turns approximate (faiss IVF, kb/ann.py); 0 = always exact.
     ann_threshold: int = 200_000
-    ann_ef_search: int = 256  # HNSW candidate list per query (more: higher recall, slower)
+    ann_ef_search: int = 1024  # HNSW candidate list per query (more: higher recall, slower)
 
 
 class EmbeddingSettings(BaseSettings):

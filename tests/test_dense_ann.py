@@ -163,7 +163,7 @@ def test_restart_loads_the_saved_index_and_catches_up(bioasq, tmp_path: Path) ->
     assert third.last_ann_load["catch_up"] == "log"
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign", "older-build"])
 def test_corrupt_or_foreign_index_is_rebuilt_never_served(bioasq, tmp_path: Path, damage: str) -> None:
     db, qs = bioasq
     db = copy_kb(db, tmp_path)
@@ -178,11 +178,15 @@ def test_corrupt_or_foreign_index_is_rebuilt_never_served(bioasq, tmp_path: Path
         index.write_bytes(bytes(raw))
     elif damage == "truncate":
         index.write_bytes(index.read_bytes()[: index.stat().st_size // 3])
-    else:  # another knowledge base's index left in this one's place
+    else:  # another knowledge base's index left in this one's place, or one built with older graph parameters
         from medkb.kb.checked import load_arrays, save_arrays
 
         meta, arrays = load_arrays(folder / "manifest.ck")
-        save_arrays(folder / "manifest.ck", {k: np.array(v) for k, v in arrays.items()}, {**meta, "kb_id": "0" * 32})
+        changed = {"kb_id": "0" * 32} if damage == "foreign" else {"ef_construction": 64}
+        if damage == "older-build":  # a manifest written before the build parameters were recorded
+            meta = {k: v for k, v in meta.items() if k not in ("m", "ef_construction")}
+            changed = {}
+        save_arrays(folder / "manifest.ck", {k: np.array(v) for k, v in arrays.items()}, {**meta, **changed})
     again = open_kb(db, 1)
     assert [ids(again, q, SearchFilters()) for q in qs[:10]] == before
     assert again.last_ann_load["how"] == "built" and again.last_ann_load["rejected"]

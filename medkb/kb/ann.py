@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: the manifest is a kb/checked.py file holding the ids and the change-log position
 MANIFEST = "manifest.ck"
 M = 16  # graph degree: recall@10 0.98+ on bioasq-dev at ef 96, 130 bytes a vector beside its 1,536
-EF_CONSTRUCTION = 64
+# Candidate list while building. 64 gave recall@10 0.82 at 1M chunks even at ef 285 (synthetic mixes of real
+# vectors, bench/scale_corpus.py, neighbours 10-20 within 0.01 cosine); 200 gives 0.976 at ef 1024, for a build
+# 4.7x longer (757 s at 1M on 2 cores) and inserts slower in proportion. Recorded in the manifest: a graph built
+# with another value is rebuilt, not kept.
+EF_CONSTRUCTION = 200
 # Deleted chunks stay in the graph as tombstones (never selected) until they are this share of it: a rebuild.
 REBUILD_TOMBSTONES = 0.2
 # An allowed set this small a share of the graph is searched exactly, row by row: a graph walk through
@@ -65,7 +69,7 @@ class AnnConfig:
     """When and how dense search turns approximate (``MEDKB_DATABASE_ANN_*``)."""
 
     threshold: int = 200_000  # chunks at which search turns approximate; 0 = never
-    ef_search: int = 256  # HNSW candidate list per query at full selectivity (~1 ms at 1M chunks on one thread)
+    ef_search: int = 1024  # HNSW candidate list per query at full selectivity (~3.5 ms at 1M chunks, one thread)
     exact_rows: int = 50_000  # an allowed set this small is scanned exactly (a gather + one product: ~10 ms)
 
     def enabled(self, n: int) -> bool:
@@ -168,7 +172,8 @@ class HnswIndex:
         index_path = folder / "hnsw.faiss"
         write_atomic(index_path, lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write)))
         meta = {"kind": "ann", "format": FORMAT, "generation": generation, "seq": seq, "kb_id": kb_id,
-                "model": model, "dim": self.dim, "ntotal": self.ntotal, "crc_index": crc_file(index_path)}
+                "model": model, "dim": self.dim, "ntotal": self.ntotal, "crc_index": crc_file(index_path),
+                "m": M, "ef_construction": EF_CONSTRUCTION}
         save_arrays(folder / MANIFEST, {"ids": self.ids, "tombstones": self.tombstones}, meta)
         self.changed_since_save = 0
 
@@ -184,7 +189,8 @@ class HnswIndex:
             meta, arrays = load_arrays(folder / MANIFEST)
         except CorruptFile as exc:
             raise IndexUnusable(str(exc)) from exc
-        for key, want in (("kind", "ann"), ("format", FORMAT), ("kb_id", kb_id), ("model", model), ("dim", dim)):
+        for key, want in (("kind", "ann"), ("format", FORMAT), ("kb_id", kb_id), ("model", model), ("dim", dim),
+                          ("m", M), ("ef_construction", EF_CONSTRUCTION)):
             if meta.get(key) != want:
                 raise IndexUnusable(f"persisted index {key} is {meta.get(key)!r}, this knowledge base's is {want!r}")
         index_path = folder / "hnsw.faiss"
