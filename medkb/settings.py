@@ -61,7 +61,7 @@ class RetrievalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDKB_RETRIEVAL_", extra="ignore")
 
     # bm25_weight, graph_weight and the feedback pair were tuned jointly on one half of bioasq-dev's
-    # questions with z-score fusion (bench/tune_graph.py prf --split dev; the other half held out).
+    # questions with z-score fusion (bench/tune_feedback.py --split dev; the other half held out).
     bm25_weight: float = 1.0
     dense_weight: float = 1.0
     # Boost of a fused candidate naming all of the query's graph_types entities (z-score units);

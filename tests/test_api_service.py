@@ -239,8 +239,8 @@ def test_keys_cli_create_list_revoke(kb: KB, client: TestClient) -> None:
 
 def test_searches_beyond_the_process_slots_wait_their_turn(kb: KB) -> None:
     """With MEDKB_API_SEARCH_CONCURRENCY=1, eight concurrent requests (four /v1/search, four /v1/chat) run one
-    retrieval at a time and all answer. The real retriever runs; it is wrapped only to count how many searches are inside it at once (and to
-    hold each one 50 ms, so that the others have arrived while it runs)."""
+    retrieval at a time and all answer. The real retriever runs; it is wrapped only to count how many searches
+    are inside it at once (and to hold each one 50 ms, so that the others have arrived while it runs)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 

@@ -12,7 +12,7 @@ from medkb.errors import Conflict
 from medkb.kb import models as m
 from medkb.kb.filters import SearchFilters
 from medkb.kb.records import VectorHit
-from medkb.kb.store import KnowledgeStore, sorted_member
+from medkb.kb.store import KnowledgeStore, sorted_member, unit_rows
 from medkb.kb.store_changes import ChangeLogGap
 
 FETCH = 1000  # changed chunk rows read per query while catching up
@@ -46,12 +46,6 @@ class Matrix:
         sorted_ids = self.ids[self.order]
         at = np.minimum(np.searchsorted(sorted_ids, chunk_ids), sorted_ids.size - 1)
         return np.where(sorted_ids[at] == chunk_ids, self.order[at], -1)
-
-
-def _unit(vecs: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs /= np.where(norms == 0, 1, norms)
-    return vecs
 
 
 class InProcessVectors(KnowledgeStore):
@@ -107,7 +101,7 @@ class InProcessVectors(KnowledgeStore):
         buf = np.zeros((int(len(rows) * GROWTH) + 16, dim), dtype=np.float32)
         for i, r in enumerate(rows):
             buf[i] = np.asarray(r[1], dtype=np.float32)
-        _unit(buf[: len(rows)])
+        unit_rows(buf[: len(rows)])
         self._buf = buf
         self.matrix_stats["full_reads"] += 1
         return Matrix(gen, seq, ids, buf[: len(rows)], np.ones(len(rows), dtype=bool), np.argsort(ids, kind="stable"))
@@ -120,15 +114,7 @@ class InProcessVectors(KnowledgeStore):
         if not changed:
             return Matrix(gen, mat.seq, mat.ids, mat.rows, mat.alive, mat.order)
         want = np.asarray(changed, dtype=np.int64)
-        got_ids, got_vecs = [], []
-        col = m.Chunk.__table__.c.embedding
-        with self.engine.connect() as c:
-            for i in range(0, want.size, FETCH):
-                part = [int(x) for x in want[i : i + FETCH]]
-                for cid, vec in c.execute(select(m.Chunk.id, col).where(m.Chunk.id.in_(part), col.is_not(None))):
-                    got_ids.append(int(cid))
-                    got_vecs.append(np.asarray(vec, dtype=np.float32))
-        got = np.asarray(got_ids, dtype=np.int64)
+        got, got_vecs = self.chunk_vectors(want, FETCH)
         rows_now = mat.rows_of(want)
         live = (rows_now >= 0) & mat.alive[np.maximum(rows_now, 0)] if mat.ids.size else np.zeros(want.size, bool)
         alive = mat.alive
@@ -146,7 +132,7 @@ class InProcessVectors(KnowledgeStore):
                 buf = np.zeros((int((n + k) * GROWTH) + 16, dim), dtype=np.float32)
                 buf[:n] = mat.rows
                 self._buf = buf
-            self._buf[n : n + k] = _unit(np.vstack([v for _, v in add]))
+            self._buf[n : n + k] = unit_rows(np.vstack([v for _, v in add]))
             ids = np.concatenate([mat.ids, np.asarray([cid for cid, _ in add], dtype=np.int64)])
             rows = self._buf[: n + k]
             alive = np.concatenate([alive, np.ones(k, dtype=bool)])

@@ -17,7 +17,7 @@ from medkb.kb.ann import (EXACT_SHARE, SAVE_CHANGED_SHARE, AnnConfig, HnswIndex,
 from medkb.kb.filters import SearchFilters
 from medkb.kb.inprocess import InProcessVectors
 from medkb.kb.records import VectorHit
-from medkb.kb.store import sorted_member
+from medkb.kb.store import sorted_member, unit_rows
 
 log = logging.getLogger(__name__)
 FETCH_ROWS = 20_000  # rows per fetch while reading vectors (bounded memory at any size)
@@ -280,7 +280,5 @@ class SQLiteStore(InProcessVectors):
             cur.close()
         if not out_ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-        vecs = np.vstack(out_vecs)  # a fresh writable copy: normalised in place (1M x 384 is 1.5 GB)
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        vecs /= np.where(norms == 0, 1, norms)
+        vecs = unit_rows(np.vstack(out_vecs))  # a fresh writable copy: normalised in place (1M x 384 is 1.5 GB)
         return np.concatenate(out_ids), vecs

@@ -365,9 +365,31 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
         """Change-log position of each index this store persists (the log is pruned only below them)."""
         return {}
 
+    def chunk_vectors(self, chunk_ids: Sequence[int], batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 vectors, not normalised) of those of ``chunk_ids`` that have an embedding, read by id
+        in batches of ``batch`` (under every backend's bound-parameter limit)."""
+        ids = [int(i) for i in chunk_ids]
+        col = m.Chunk.__table__.c.embedding
+        got, vecs = [], []
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), batch):
+                for cid, vec in c.execute(select(m.Chunk.id, col).where(m.Chunk.id.in_(ids[i : i + batch]),
+                                                                        col.is_not(None))):
+                    got.append(int(cid))
+                    vecs.append(np.asarray(vec, dtype=np.float32))
+        dim = vecs[0].shape[0] if vecs else (self.embedding_info()[1] or 0)
+        return np.asarray(got, dtype=np.int64), np.vstack(vecs) if vecs else np.zeros((0, dim), dtype=np.float32)
+
     @abc.abstractmethod
     def vector_search(self, query: np.ndarray, k: int, filters: SearchFilters) -> list[VectorHit]:
         """Top-k chunks by cosine similarity among those ``filters`` allows, best first."""
+
+
+def unit_rows(vecs: np.ndarray) -> np.ndarray:
+    """``vecs`` (a vector or rows of vectors, float) scaled in place to unit length; zero vectors stay zero."""
+    norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
+    vecs /= np.where(norms == 0, 1, norms)
+    return vecs
 
 
 def sorted_member(ids: np.ndarray, allowed: np.ndarray) -> np.ndarray:

@@ -185,7 +185,7 @@ class Retriever:
                   n: int) -> list[Candidate] | None:
         """The dense leg again, from the query moved towards the top fused hits (pseudo-relevance feedback).
 
-        On bioasq-dev (tuned on one half of the questions, bench/tune_graph.py prf) the top 2 fused hits at
+        On bioasq-dev (tuned on one half of the questions, bench/tune_feedback.py) the top 2 fused hits at
         beta 1.5 lifted hybrid nDCG@10 by about a point on the other half, with the graph boost and without.
         The top hits come after the graph boost, so the graph also chooses what the feedback looks like.
         """
