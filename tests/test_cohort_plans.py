@@ -3,6 +3,7 @@ one-pass era count equals the eras built. (Speed itself is measured in bench/ben
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 
-from medkb.cohorts import engine, sql
+from medkb.cohorts import engine, parallel, sql
 from medkb.cohorts.definition import parse_definition
 from medkb.kb import models as m
 from tests.omop_support import TENANT
@@ -68,6 +69,102 @@ def test_the_one_pass_era_count_equals_the_eras_built(eunomia_kb) -> None:  # ty
         assert (c.persons, c.entries) == (len({p for p, _, _ in eras}), len(eras)), name
 
 
+def _everything(store: Any, d: Any, run: int) -> list[Any]:
+    """Counts and both attritions with every subset of rules switched off, the members and the failed rules."""
+    out: list[Any] = []
+    for off in itertools.chain.from_iterable(itertools.combinations(range(len(d.rules)), k)
+                                             for k in range(len(d.rules) + 1)):
+        c = engine.counts(store, d, TENANT, disabled_rules=off, run_id=run)
+        out.append((off, c.persons, c.entries, c.by_person, c.by_event))
+    return [*out, engine.members(store, d, run), engine.failed_rules(store, d, run)]
+
+
+def test_a_compact_run_counts_what_a_run_of_one_row_per_event_counts(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Entries ending at their period's end are stored one row per (person, period, rule mask): far fewer rows
+    (the 200k-event definitions wrote every event, then read them three times), and every figure with any rules
+    switched off, the members and the failed rules are those of the same run stored one row per event."""
+    store = eunomia_kb[0]
+    for name in ("sinusitis_throat_culture_30d", "any_of_nested_groups", "gi_bleed_after_nsaid_no_prior_bleed",
+                 "additional_criteria_qualified_first", "observation_period_female_bronchitis"):
+        d = parse_definition(DEFS[name])
+        assert engine.compacts(d), name
+        run = engine.generate(store, d, TENANT)
+        compact = _everything(store, d, run)
+        with store.session() as s:
+            rows = s.scalar(select(func.count()).select_from(m.CohortEntry).where(m.CohortEntry.run_id == run))
+        with monkeypatch.context() as patched:
+            patched.setattr(engine, "compacts", lambda d: False)
+            per_event = engine.generate(store, d, TENANT)
+            assert _everything(store, d, per_event) == compact, name
+        if name == "sinusitis_throat_culture_30d":  # 20,063 events of 2,689 persons
+            assert rows < compact[0][4].base_count / 5, (rows, compact[0][4].base_count)
+    for name in ("era_pad_end_offset_enddate", "celecoxib_new_users_attrition"):  # date offsets: one row per event
+        assert not engine.compacts(parse_definition(DEFS[name]))
+
+
+def test_rules_are_evaluated_in_the_pass_that_reads_the_entry_events(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
+    """A run's only temporary tables are its criteria's events (indexed for the probes) and, under a First/Last
+    limit, the candidates it ranks: no table of entry events, of the keys meeting each part of a group, or of a
+    group's result is written, indexed and joined back."""
+    store = eunomia_kb[0]
+    created: list[str] = []
+
+    def before(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().startswith("CREATE TEMPORARY TABLE"):
+            created.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    try:
+        tables = {}
+        for name in ("sinusitis_throat_culture_30d", "any_of_nested_groups", "procedure_last_with_exclusion",
+                     "celecoxib_new_users_attrition", "eunomia_gi_bleed"):
+            created.clear()
+            engine.generate(store, parse_definition(DEFS[name]), TENANT)
+            tables[name] = len(created)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", before)
+    # one per distinct criterion the rules read; procedure_last: + the candidates of its Last limit;
+    # celecoxib new users: the 2 conditions its rules read (its age rule is a probe of the patient's row)
+    assert tables == {"sinusitis_throat_culture_30d": 1, "any_of_nested_groups": 3,
+                      "procedure_last_with_exclusion": 2, "celecoxib_new_users_attrition": 2,
+                      "eunomia_gi_bleed": 0}, tables
+
+
+def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite a large tenant's run is split by person-id range over two connections in threads (both cores);
+    forced here at Eunomia x1 (3 parts): every definition's stored rows and counts equal the one-connection run's,
+    and no scratch database stays attached to a pooled connection, after a run or a failed one."""
+    store = eunomia_kb[0]
+
+    def stored(run: int) -> list[Any]:
+        e = m.CohortEntry.__table__
+        with store.session() as s:
+            return [tuple(r)[1:] for r in s.execute(select(e).where(e.c.run_id == run).order_by(*e.primary_key))]
+
+    for name, raw in DEFS.items():
+        d = parse_definition(raw)
+        whole = engine.counts(store, d, TENANT)
+        rows = stored(whole.run_id)
+        with monkeypatch.context() as patched:
+            patched.setattr(parallel, "MIN_PERSONS", 0)
+            patched.setattr(parallel, "WORKERS", 3)
+            with store.engine.connect() as c:
+                assert len(parallel.person_ranges(c, TENANT)) == 3
+            split = engine.counts(store, d, TENANT)
+        assert stored(split.run_id) == rows, name  # (the old run is replaced: SQLite may reuse its id)
+        assert (split.persons, split.entries, split.by_person, split.by_event) == \
+            (whole.persons, whole.entries, whole.by_person, whole.by_event), name
+    with monkeypatch.context() as patched:
+        patched.setattr(parallel, "MIN_PERSONS", 0)
+        patched.setattr(sql, "demographic_test", lambda *a: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            engine.generate(store, parse_definition(DEFS["celecoxib_new_users_attrition"]), TENANT)
+    for _ in range(3):
+        with store.engine.connect() as c:
+            assert {r[1] for r in c.exec_driver_sql("PRAGMA database_list")} <= {"main", "temp"}
+    assert _temp_tables(store) == 0
+
+
 def _temp_tables(store: Any) -> int:
     with store.engine.connect() as c:
         return int(c.execute(text("SELECT count(*) FROM sqlite_temp_master WHERE type = 'table'")).scalar())
@@ -84,7 +181,7 @@ def test_scratch_tables_are_dropped_after_a_run_and_after_a_failed_one(eunomia_k
 
     with store.session() as s:
         runs_before = s.scalar(select(func.count()).select_from(m.CohortRun))
-    monkeypatch.setattr(sql, "demographic_part", broken)  # fails after criteria tables were made
+    monkeypatch.setattr(sql, "demographic_test", broken)  # fails after criteria tables were made
     with pytest.raises(RuntimeError):
         engine.generate(store, d, TENANT)
     assert _temp_tables(store) == 0

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Date, and_, case, delete, func, insert, literal, or_, select, type_coerce
+from sqlalchemy import (
+    Column, Connection, Date, MetaData, Table, and_, case, delete, func, insert, literal, null, or_, select, type_coerce,
+)
 from sqlalchemy.sql import ColumnElement, Select
 
+from medkb.cohorts import parallel
 from medkb.cohorts.concepts import Codes, resolve_concept_sets
 from medkb.cohorts.definition import Definition
 from medkb.cohorts.evaluate import Evaluation
+from medkb.cohorts.sql import Persons
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
 from medkb.kb.dates import least, plus_days
@@ -50,28 +55,101 @@ class CohortCounts:
 
 
 def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes] | None = None) -> int:
-    """Evaluate the definition in the database and store every qualified event with its rule mask; the run id."""
+    """Evaluate the definition in the database and store its qualified events with their rule masks (one row per
+    event, or per person, period and mask: ``compacts``); the run id. A large SQLite tenant's run is split by
+    person over both cores (``medkb.cohorts.parallel``)."""
     codesets = resolve_concept_sets(store, d.concept_sets) if codesets is None else codesets
+    with store.engine.connect() as c:
+        parts = parallel.person_ranges(c, tenant)
+    if len(parts) > 1:
+        return _generate_parts(store, d, tenant, codesets, parts)
     with store.session() as s:
-        old = list(s.scalars(select(m.CohortRun.id).where(m.CohortRun.tenant_id == tenant,
-                                                          m.CohortRun.definition_hash == d.hash)))
-        if old:
-            s.execute(delete(m.CohortEntry).where(m.CohortEntry.run_id.in_(old)))
-            s.execute(delete(m.CohortRun).where(m.CohortRun.id.in_(old)))
-        run = m.CohortRun(tenant_id=tenant, definition_hash=d.hash, rules={"names": [r.name for r in d.rules]})
-        s.add(run)
-        s.flush()
-        tmp = TempTables(s.connection())
+        conn = s.connection()
+        run_id = _new_run(conn, d, tenant)
+        tmp = TempTables(conn)
         try:
             for q in Evaluation(tmp, d, tenant, codesets).masked_events():
-                sq = q.subquery("me")
-                s.execute(insert(_E).from_select(
-                    ["run_id", "patient_id", "event_id", "start_date", "end_date", "op_start", "op_end", "mask"],
-                    select(literal(run.id), sq.c.person_id, sq.c.event_id, sq.c.start_date, sq.c.end_date,
-                           sq.c.op_start, sq.c.op_end, sq.c.mask)))
+                conn.execute(insert(_E).from_select(_STORED, _stored(d, _masked(conn, q), literal(run_id))))
         finally:
             tmp.drop_all()
-        return run.id
+        return run_id
+
+
+def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes],
+                    parts: list[Persons]) -> int:
+    """The run as parts by person range, each evaluated on its own connection into its scratch file, then copied
+    into ``cohort_entries`` in the one transaction that records the run (no half-written run)."""
+    with parallel.scratch_files(len(parts)) as files:
+        def work(persons: Persons, k: int) -> None:
+            with store.engine.connect() as conn, parallel.attached(conn, files[k], "part") as name:
+                part = _part_table(name)
+                part.create(conn)
+                tmp = TempTables(conn)
+                try:
+                    for q in Evaluation(tmp, d, tenant, codesets, persons).masked_events():
+                        conn.execute(part.insert().from_select(_STORED[1:], _stored(d, _masked(conn, q))))
+                    conn.commit()
+                finally:
+                    conn.rollback()  # a failed part's transaction first: dropped inside it, its tables would come back
+                    tmp.drop_all()
+
+        parallel.run_parts(parts, work)
+        with store.engine.connect() as conn, ExitStack() as attached:
+            names = [attached.enter_context(parallel.attached(conn, f, f"part{k}")) for k, f in enumerate(files)]
+            run_id = _new_run(conn, d, tenant)
+            for name in names:
+                part = _part_table(name)
+                conn.execute(insert(_E).from_select(_STORED, select(literal(run_id),
+                                                                    *(part.c[c] for c in _STORED[1:]))))
+            conn.commit()
+            return run_id
+
+
+def _part_table(schema: str) -> Table:
+    cols = {c.name: c.type for c in _E.columns}
+    return Table("entries", MetaData(schema=schema), *(Column(c, cols[c]) for c in _STORED[1:]))
+
+
+def _new_run(conn: Connection, d: Definition, tenant: str) -> int:
+    """A new run of the definition, replacing the tenant's earlier runs of it."""
+    runs = m.CohortRun.__table__
+    old = list(conn.scalars(select(runs.c.id).where(runs.c.tenant_id == tenant, runs.c.definition_hash == d.hash)))
+    if old:
+        conn.execute(delete(_E).where(_E.c.run_id.in_(old)))
+        conn.execute(delete(runs).where(runs.c.id.in_(old)))
+    row = conn.execute(insert(runs).values(tenant_id=tenant, definition_hash=d.hash,
+                                           rules={"names": [r.name for r in d.rules]}))
+    return int(row.inserted_primary_key[0])
+
+
+_STORED = ["run_id", "patient_id", "start_date", "event_id", "end_date", "op_start", "op_end", "mask", "events"]
+
+
+def compacts(d: Definition) -> bool:
+    """Whether a run stores one row per (person, observation period, mask) instead of one per event: when every
+    entry ends at its period's end (no date offset), a period's entries of one mask are one interval [first start,
+    period end] for the era collapse, and attrition needs only their number and the first (start, event). An
+    expression limit ``Last`` needs each entry's own start, so it keeps one row per event."""
+    return d.end_offset is None and d.expression_limit != "Last"
+
+
+def _masked(conn: Connection, q: Select[Any]) -> Any:
+    """The masked events as a subquery the stored rows are read from, each event's mask computed once: SQLite
+    would otherwise merge it into the GROUP BY and run every rule's probes twice per event (once for the group
+    key, once for the stored column). A LIMIT keeps it a separate pass (SQLite only: LIMIT -1 is "no limit")."""
+    return (q.limit(-1) if conn.dialect.name == "sqlite" else q).subquery("me")
+
+
+def _stored(d: Definition, me: Any, *lead: ColumnElement[Any]) -> Select[Any]:
+    """The rows a run stores from its masked events ``me`` (after the ``lead`` columns: the run id)."""
+    if not compacts(d):
+        return select(*lead, me.c.person_id, me.c.start_date, me.c.event_id, me.c.end_date,
+                      me.c.op_start, me.c.op_end, me.c.mask, literal(1))
+    # min(event_id) stands for the row's first event in the by-person ranking: Circe breaks ties between events
+    # with equal rule counts, first rule and start date arbitrarily; medkb by the smaller event id.
+    return select(*lead, me.c.person_id, func.min(me.c.start_date), func.min(me.c.event_id),
+                  null(), me.c.op_start, me.c.op_end, me.c.mask, func.count()) \
+        .group_by(me.c.person_id, me.c.op_start, me.c.op_end, me.c.mask)
 
 
 def latest_run(store: KnowledgeStore, d: Definition, tenant: str) -> int | None:
@@ -103,7 +181,7 @@ def _mask_counts(store: KnowledgeStore, run_id: int, enabled: list[int], by_pers
     full = sum(1 << i for i in enabled)
     em = _E.c.mask.op("&")(full)
     if not by_person:
-        q: Select[Any] = select(em.label("m"), func.count()).where(_E.c.run_id == run_id).group_by(em)
+        q: Select[Any] = select(em.label("m"), func.sum(_E.c.events)).where(_E.c.run_id == run_id).group_by(em)
     elif len(enabled) <= 1:  # the best event is one meeting the rule if any: a per-person maximum, in index order
         best = select(func.max(em).label("m")).where(_E.c.run_id == run_id).group_by(_E.c.patient_id).subquery()
         q = select(best.c.m, func.count()).group_by(best.c.m)
@@ -195,7 +273,8 @@ def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules:
         names = list((run.rules or {}).get("names", []))
         persons, entries = s.execute(final_counts(d, run_id, enabled)).one()
         if not enabled:  # every mask counts as 0: one pass gives both attrition bases
-            events, people = s.execute(select(func.count(), func.count(func.distinct(_E.c.patient_id)))
+            events, people = s.execute(select(func.coalesce(func.sum(_E.c.events), 0),
+                                              func.count(func.distinct(_E.c.patient_id)))
                                        .where(_E.c.run_id == run_id)).one()
     if enabled:
         by_person, by_event = (_mask_counts(store, run_id, enabled, True), _mask_counts(store, run_id, enabled, False))

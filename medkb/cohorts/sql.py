@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger, Column, Date, Integer, String, and_, exists, func, literal, select, type_coerce,
-)
+from sqlalchemy import BigInteger, Column, Date, String, and_, case, exists, func, literal, or_, select, type_coerce
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import FromClause
 
@@ -15,7 +13,7 @@ from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
 from medkb.kb.dates import date_add, greatest, least, plus_days, year_of
-from medkb.kb.temp_tables import in_written_order
+from medkb.kb.temp_tables import in_written_order, outer_key
 
 # domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
 _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
@@ -42,31 +40,34 @@ def qualified_columns() -> list[Column[Any]]:
             Column("end_date", Date), Column("op_start", Date), Column("op_end", Date)]
 
 
-def key_columns() -> list[Column[Any]]:
-    return [Column("person_id", String(64)), Column("event_id", BigInteger)]
-
-
-def tagged_columns() -> list[Column[Any]]:
-    """(index_id, person_id, event_id): which part of a group each event satisfies."""
-    return [Column("index_id", Integer), *key_columns()]
-
-
 def _chunks(values: list[Any]) -> list[list[Any]]:
     return [values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
 
 
-def criterion_selects(c: Criterion, tenant: str, codesets: dict[int, Codes]) -> list[Select[Any]]:
+Persons = tuple[str | None, str | None]  # person ids from (inclusive) .. to (exclusive); None: unbounded
+ALL_PERSONS: Persons = (None, None)
+
+
+def _in(col: ColumnElement[Any], persons: Persons) -> list[ColumnElement[bool]]:
+    lo, hi = persons
+    return ([col >= lo] if lo is not None else []) + ([col < hi] if hi is not None else [])
+
+
+def criterion_selects(c: Criterion, tenant: str, codesets: dict[int, Codes],
+                      persons: Persons = ALL_PERSONS) -> list[Select[Any]]:
     """A criterion's events (before ``First``) as disjoint SELECTs, each able to use the (tenant, concept, …) or
-    (tenant, system, code, …) index: a row matches by its OMOP concept id, or, when it has none, by its code."""
+    (tenant, system, code, …) index: a row matches by its OMOP concept id, or, when it has none, by its code. Only the
+    events of ``persons`` (a part of a run split by person: every later step works per person)."""
     if c.domain == "death":
         p = m.Patient.__table__
         return [select(p.c.id.label("person_id"), p.c.death_date.label("start_date"),
                        date_add(p.c.death_date, 1).label("end_date"), literal(0, BigInteger).label("sort_id"))
-                .where(p.c.tenant_id == tenant, p.c.death_date.is_not(None))]
+                .where(p.c.tenant_id == tenant, p.c.death_date.is_not(None), *_in(p.c.id, persons))]
     if c.domain == "observation_period":
         op = m.ObservationPeriod.__table__
         return [select(op.c.patient_id.label("person_id"), op.c.start.label("start_date"),
-                       op.c.stop.label("end_date"), op.c.id.label("sort_id")).where(op.c.tenant_id == tenant)]
+                       op.c.stop.label("end_date"), op.c.id.label("sort_id"))
+                .where(op.c.tenant_id == tenant, *_in(op.c.patient_id, persons))]
     t, start_col, stop_col = _DOMAINS[c.domain]
     start = t.c[start_col]
     end: ColumnElement[Any] = date_add(start, 1)
@@ -74,7 +75,7 @@ def criterion_selects(c: Criterion, tenant: str, codesets: dict[int, Codes]) -> 
         end = func.coalesce(t.c[stop_col], end)
     base = select(t.c.patient_id.label("person_id"), start.label("start_date"),
                   type_coerce(end, Date).label("end_date"), t.c.id.label("sort_id")) \
-        .where(t.c.tenant_id == tenant, start.is_not(None))
+        .where(t.c.tenant_id == tenant, start.is_not(None), *_in(t.c.patient_id, persons))
     if c.domain in ("measurement", "observation"):
         base = base.where(t.c.domain == c.domain)
     if c.codeset_id is None:
@@ -109,7 +110,7 @@ def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> S
     n = len(d.primary)
     return in_written_order(select((src.c.sort_id * n + pos).label("event_id"), src.c.person_id, src.c.start_date, src.c.end_date,
                   op.c.start.label("op_start"), op.c.stop.label("op_end")) \
-        .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == src.c.person_id,
+        .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == outer_key(src.c.person_id),
                        src.c.start_date >= op.c.start, src.c.start_date <= op.c.stop)) \
         .where(plus_days(op.c.start, d.prior_days) <= src.c.start_date,
                plus_days(src.c.start_date, d.post_days) <= op.c.stop))
@@ -124,17 +125,11 @@ def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
         .where(p.c.ordinal == 1)
 
 
-def qualified_events(d: Definition, pe: FromClause, passed: FromClause | None) -> Select[Any]:
-    """Entry events meeting the additional criteria (``passed``: their keys), then the qualified limit."""
-    q: Select[Any] = select(pe.c.event_id, pe.c.person_id, pe.c.start_date, pe.c.end_date, pe.c.op_start, pe.c.op_end)
-    if passed is None:
-        return q
-    q = q.join(passed, and_(passed.c.person_id == pe.c.person_id, passed.c.event_id == pe.c.event_id))
-    if d.qualified_limit == "All":  # Circe applies the qualified limit only with additional criteria
-        return q
+def qualified_limit(d: Definition, pe: FromClause) -> Select[Any]:
+    """The qualified limit (``First``/``Last``) over the entry events that met the additional criteria."""
     order = pe.c.start_date.desc() if d.qualified_limit == "Last" else pe.c.start_date.asc()
-    inner = q.add_columns(func.row_number().over(partition_by=pe.c.person_id, order_by=order)
-                          .label("qordinal")).subquery("qe")
+    inner = select(pe, func.row_number().over(partition_by=pe.c.person_id, order_by=order)
+                   .label("qordinal")).subquery("qe")
     return select(inner.c.event_id, inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.op_start,
                   inner.c.op_end).where(inner.c.qordinal == 1)
 
@@ -147,8 +142,9 @@ def _point(ep: Endpoint, index: ColumnElement[Any], ev: Any, check_op: bool) -> 
     return None
 
 
-def correlated_part(cc: Correlated, ev: FromClause, a: FromClause, index_id: int) -> Select[Any]:
-    """Events of ``ev`` with the required number of ``a`` events in the window (``a`` indexed by person, date)."""
+def correlated_test(cc: Correlated, ev: FromClause, a: FromClause) -> ColumnElement[bool]:
+    """Whether an event of ``ev`` has the required number of ``a`` events in the window: a correlated probe of
+    ``a``'s (person, date) index per event, evaluated in the pass that reads the events (no table of keys)."""
     check_op = not cc.ignore_observation_period
     conds: list[ColumnElement[bool]] = [a.c.person_id == ev.c.person_id]
     w = cc.window
@@ -167,17 +163,11 @@ def correlated_part(cc: Correlated, ev: FromClause, a: FromClause, index_id: int
         conds.append(event_date >= lo)
     if hi is not None:
         conds.append(event_date <= hi)
-    keys = in_written_order(select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id))
     if (cc.occurrence, cc.count) in ((">=", 1), ("<=", 0), ("=", 0)):  # a semi-join stops at the first match
         found = exists().where(*conds)
-        return keys.where(found if cc.count else ~found)
-    if cc.occurrence == "<=" or cc.count == 0:  # events with no matching event count too
-        joined = ev.outerjoin(a, and_(*conds))
-    else:
-        joined = ev.join(a, and_(*conds))
-    op = {"=": "__eq__", "<=": "__le__", ">=": "__ge__"}[cc.occurrence]
-    return keys.select_from(joined).group_by(ev.c.person_id, ev.c.event_id) \
-        .having(getattr(func.count(a.c.sort_id), op)(cc.count))
+        return found if cc.count else ~found
+    n = select(func.count()).where(*conds).scalar_subquery()
+    return {"=": n == cc.count, "<=": n <= cc.count, ">=": n >= cc.count}[cc.occurrence]
 
 
 def _range(expr: ColumnElement[Any], r: NumericRange) -> ColumnElement[bool]:
@@ -187,36 +177,21 @@ def _range(expr: ColumnElement[Any], r: NumericRange) -> ColumnElement[bool]:
             "!bt": lambda: ~and_(expr >= v, expr <= x)}[r.op]()
 
 
-def demographic_part(dc: Demographic, ev: FromClause, tenant: str, index_id: int) -> Select[Any]:
+def demographic_test(dc: Demographic, ev: FromClause, tenant: str) -> ColumnElement[bool]:
     p = m.Patient.__table__
     conds: list[ColumnElement[bool]] = [p.c.id == ev.c.person_id, p.c.tenant_id == tenant]
     if dc.age is not None:
         conds.append(_range(year_of(ev.c.start_date) - p.c.birth_year, dc.age))
     if dc.genders:
         conds.append(p.c.sex.in_(dc.genders))
-    return in_written_order(select(literal(index_id, Integer).label("index_id"), ev.c.person_id, ev.c.event_id)
-                            .join(p, and_(*conds)))
+    return exists().where(*conds)
 
 
-def keeps_unmatched(g: Group) -> bool:
-    """Whether events satisfying none of the group's parts can pass (then they are counted from ``ev``)."""
-    return g.type == "AT_MOST" or (g.type.startswith("AT_") and g.count == 0)
-
-
-def single_part(g: Group) -> bool:
-    """Whether the group is met exactly by the events meeting its one part (its keys are the group's result)."""
-    n = len(g.criteria) + len(g.demographics) + len(g.groups)
-    return n == 1 and not keeps_unmatched(g) and (g.type in ("ALL", "ANY") or g.count == 1)
-
-
-def group_result(g: Group, ev: FromClause, cq: FromClause) -> Select[Any]:
-    """(person_id, event_id) meeting the group, from ``cq``: one row per part each event satisfies
-    (Circe's HAVING COUNT(index_id)); ``cq`` is indexed by (person_id, event_id) when ``keeps_unmatched``."""
-    n = len(g.criteria) + len(g.demographics) + len(g.groups)
-    cnt = func.count(cq.c.index_id)
-    having = {"ALL": cnt == n, "ANY": cnt > 0, "AT_LEAST": cnt >= (g.count or 0), "AT_MOST": cnt <= (g.count or 0)}
-    if keeps_unmatched(g):
-        return select(ev.c.person_id, ev.c.event_id).outerjoin(
-            cq, and_(cq.c.person_id == ev.c.person_id, cq.c.event_id == ev.c.event_id)) \
-            .group_by(ev.c.person_id, ev.c.event_id).having(having[g.type])
-    return select(cq.c.person_id, cq.c.event_id).group_by(cq.c.person_id, cq.c.event_id).having(having[g.type])
+def group_test(g: Group, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """Whether an event meets the group, from whether it meets each part (Circe's HAVING COUNT(index_id))."""
+    if g.type == "ALL":
+        return and_(*parts)
+    if g.type == "ANY":
+        return or_(*parts)
+    met = sum((case((p, 1), else_=0) for p in parts[1:]), case((parts[0], 1), else_=0))
+    return met >= (g.count or 0) if g.type == "AT_LEAST" else met <= (g.count or 0)

@@ -335,7 +335,9 @@ class CohortRun(Base):
 
 
 class CohortEntry(Base):
-    """A qualified event of a run: bit i of ``mask`` is set when the event satisfies inclusion rule i."""
+    """Qualified events of a run: bit i of ``mask`` is set when they satisfy inclusion rule i. One row per event, or
+    (``medkb.cohorts.engine.compacts``) per person, observation period and mask: ``events`` of them, the first
+    starting at ``start_date`` (``event_id`` the smallest of them; ``end_date`` then unused)."""
 
     __tablename__ = "cohort_entries"
     # Clustered on the order counts read a run in (WITHOUT ROWID on SQLite; InnoDB clusters on the primary key):
@@ -349,6 +351,7 @@ class CohortEntry(Base):
     op_start: Mapped[dt.date] = mapped_column(Date)
     op_end: Mapped[dt.date] = mapped_column(Date)
     mask: Mapped[int] = mapped_column(BigInteger, default=0)
+    events: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
 
 # ---- access -------------------------------------------------------------------------------------
