@@ -2,12 +2,13 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_feedback.py --db /tmp/bioasq.db collect --runs /tmp/fb.pkl
     HF_HUB_OFFLINE=1 .venv/bin/python bench/tune_feedback.py --db /tmp/bioasq.db --runs /tmp/fb.pkl --split dev \\
-        score "feedback_depth=2,feedback_beta=1.5,graph_weight=3,bm25_weight=1.0"
+        score "feedback_depth=2,feedback_beta=1.0,graph_weight=3,bm25_weight=1.0" "rank_power=0,feedback_beta=1.5"
 
 ``collect`` stores, per query, BM25 top-300 for a grid of (k1, b), dense top-300, the query vector and the
 linked entities, plus every chunk's unit vector. ``score`` replays hybrid offline for each configuration
 given (keyword arguments: k1, b, depth, bm25_weight, dense_weight, graph_weight, types, feedback_depth,
-feedback_beta) with medkb's own ``fuse`` and graph boost; the feedback pass is the same Rocchio step as
+feedback_beta, rank_power: the feedback hits weigh 1 / rank ** rank_power, 0 for a plain mean) with
+medkb's own ``fuse`` and graph boost; the feedback pass is the same Rocchio step as
 ``DenseGenerator.feedback_query`` over the in-memory matrix. No near-duplicate folding (``tune_graph.py
 full`` runs the real path). Splits are ``tune_graph.split_of``: choose on dev, report test once.
 """
@@ -66,8 +67,8 @@ def collect(r: Retriever, db: str, out: Path, data: Path) -> None:
 
 def ranking(r: Retriever, d: dict, rr: dict, *, depth: int = 100, k1: float = 1.2, b: float = 0.75,
             bm25_weight: float = 1.0, dense_weight: float = 1.0, graph_weight: float = 3.0,
-            types: str = "drug,gene", feedback_depth: int = 2, feedback_beta: float = 1.5,
-            feedback_union: int = 0) -> list[str]:
+            types: str = "drug,gene", feedback_depth: int = 2, feedback_beta: float = 1.0,
+            feedback_union: int = 0, rank_power: float = 1.0) -> list[str]:
     def cands(pair: tuple[np.ndarray, np.ndarray]) -> list[Candidate]:
         return [Candidate(int(i), float(s)) for i, s in zip(pair[0][:depth], pair[1][:depth])]
 
@@ -85,7 +86,8 @@ def ranking(r: Retriever, d: dict, rr: dict, *, depth: int = 100, k1: float = 1.
     if feedback_depth:
         pos = d["pos"]
         top = [pos[c] for c, _ in ranked[:feedback_depth] if c in pos]
-        q = rr["qvec"] / np.linalg.norm(rr["qvec"]) + feedback_beta * d["M"][top].mean(0)
+        w = 1.0 / np.arange(1, len(top) + 1) ** rank_power  # 1 / rank as DenseGenerator; 0 = plain mean
+        q = rr["qvec"] / np.linalg.norm(rr["qvec"]) + feedback_beta * (w @ d["M"][top]) / w.sum()
         s = d["M"] @ (q / np.linalg.norm(q))
         o = np.argsort(-s)[:depth]
         if feedback_union:  # the first dense pass's candidates stay in the pool, re-scored by the new query

@@ -76,11 +76,11 @@ class RetrievalSettings(BaseSettings):
     fusion: str = "zscore"  # zscore (CombSUM of per-generator z-scores; best on bioasq-dev) | rrf
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
-    # Dense pseudo-relevance feedback in hybrid: the query vector + feedback_beta x the mean vector of the
-    # top feedback_depth fused hits, searched again as the dense leg, then fused again (Rocchio; no
-    # re-embedding, one more vector search). 0 turns it off.
+    # Dense pseudo-relevance feedback in hybrid: the query vector + feedback_beta x the 1/rank-weighted mean
+    # vector of the top feedback_depth fused hits, searched again as the dense leg, then fused again (Rocchio;
+    # no re-embedding, one more vector search). 0 turns it off.
     feedback_depth: int = 2
-    feedback_beta: float = 1.5
+    feedback_beta: float = 1.0
     dedup_threshold: float = 0.9  # Jaccard of word 3-shingles above which a hit repeats a better one
 
 

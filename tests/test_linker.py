@@ -73,14 +73,40 @@ def test_case_and_punctuation_folding(linker: EntityLinker) -> None:
     assert len(pos) == len(folded) and pos[-1] == len("Type-2  Diabetes") - 1
 
 
+def test_trademark_signs_do_not_glue_onto_a_brand_name(linker: EntityLinker) -> None:
+    """NFKC turns "™" into the letters "TM": "Yescarta™" folded to "yescartatm" and never linked, so abstracts
+    naming CAR-T products with the sign got no mention of them (bioasq-dev: 43 abstracts carry ™ or ℠)."""
+    plain = by_surface(linker.link("Kymriah and Yescarta were approved"))
+    marked = by_surface(linker.link("Kymriah™ and Yescarta℠ were approved; Gleevec® too"))
+    assert marked["Kymriah"].entity_id == plain["Kymriah"].entity_id
+    assert marked["Yescarta"].entity_id == plain["Yescarta"].entity_id
+    assert "Gleevec" in marked
+    assert fold("Kymriah™ (tisagenlecleucel)") == "kymriah tisagenlecleucel"
+    folded, pos = fold_with_offsets("Kymriah™ 2")
+    assert folded == "kymriah 2" and len(pos) == len(folded)
+
+
 def test_whole_words_only_and_exact_case_symbols(kb: KnowledgeStore, linker: EntityLinker) -> None:
     assert not [x for x in linker.link("submetformins and metforminX") if x.surface.lower().startswith("metformin")]
     with kb.session() as s:
-        symbol = s.scalar(select(m.Entity.name).where(m.Entity.type == "gene", m.Entity.name.like("%____%"))
-                          .order_by(m.Entity.id).limit(1))
-    assert symbol
+        genes = s.scalars(select(m.Entity.name).where(m.Entity.type == "gene", m.Entity.name.like("%____%"))
+                          .order_by(m.Entity.id).limit(500)).all()
+    symbol = next(g for g in genes if g.isalpha())
     assert [x.type for x in linker.link(f"{symbol} variant")] == ["gene"]
     assert all(x.type != "gene" for x in linker.link(f"{symbol.lower()} variant"))
+
+
+def test_symbols_with_a_digit_link_in_any_case(kb: KnowledgeStore, linker: EntityLinker) -> None:
+    """Mouse and yeast papers write "Chd1", "Twist1", "MeCP2" for the gene CHD1: a symbol with a digit in it is
+    no English word, so its case may differ (bioasq-dev: 201 more gene mentions in abstracts)."""
+    with kb.session() as s:
+        genes = s.scalars(select(m.Entity.name).where(m.Entity.type == "gene", m.Entity.name.like("%____%"))
+                          .order_by(m.Entity.id).limit(500)).all()
+    symbol = next(g for g in genes if any(c.isdigit() for c in g) and g.isupper())
+    exact = linker.link(f"{symbol} knockout")
+    titled = linker.link(f"{symbol.title()} knockout")
+    assert [x.type for x in exact] == ["gene"]
+    assert [(x.entity_id, x.surface) for x in titled] == [(exact[0].entity_id, symbol.title())]
 
 
 def test_mention_counts_for_ingestion(linker: EntityLinker) -> None:

@@ -38,11 +38,13 @@ def test_hybrid_searches_the_dense_leg_again_from_the_query_moved_towards_its_to
     assert "feedback" not in plain.timings
 
     r = build_retriever(sqlite_store, Settings(), embedder=embedder)
-    assert (r.rs.feedback_depth, r.rs.feedback_beta) == (2, 1.5)
+    assert (r.rs.feedback_depth, r.rs.feedback_beta) == (2, 1.0)
     res = r.search(query, f, k=10)
-    # The feedback query: the unit query + beta x the mean of the first fusion's top 2 hits (the plain ranking).
+    # The feedback query: the unit query + beta x the first fusion's top 2 hits (the plain ranking) weighted
+    # 1 and 1/2, in that order.
     top = [h.chunk.id for h in plain.hits[:2]]
-    q = _unit(_unit(np.asarray(embedder.embed_query(query), dtype=np.float64)) + 1.5 * np.mean([vec[c] for c in top], 0))
+    q = _unit(_unit(np.asarray(embedder.embed_query(query), dtype=np.float64))
+              + 1.0 * (vec[top[0]] + 0.5 * vec[top[1]]) / 1.5)
     want = sorted((float(q @ v) for v in vec.values()), reverse=True)
     assert np.allclose(res.run_scores["feedback"], want, atol=1e-4)
     # Fusion used the feedback pass; the first pass stays as it was (traces and the evidence gate read

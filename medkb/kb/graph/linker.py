@@ -53,6 +53,9 @@ class EntityLinker:
     def __init__(self, entities: dict[int, tuple[str, str, dict[str, list[str]]]],
                  folded: dict[str, int], exact: dict[str, int]) -> None:
         self.entities, self.exact = entities, exact
+        # Symbols with a digit also in other cases: mouse and yeast genes are written "Chd1", "Twist1", "MeCP2"
+        # for the same gene as "CHD1"; a token with a digit in it is no English word that could collide.
+        self.exact_digit = {k.upper(): v for k, v in exact.items() if any(c.isdigit() for c in k)}
         self.automaton: Any = ahocorasick.Automaton()
         for norm, eid in folded.items():
             self.automaton.add_word(norm, (len(norm), eid))
@@ -137,7 +140,10 @@ class EntityLinker:
                     cands.append((pos[start], pos[end] + 1, eid))
         if self.exact:
             for mt in _TOKEN.finditer(text):
-                eid = self.exact.get(mt.group())
+                tok = mt.group()
+                eid = self.exact.get(tok)
+                if eid is None and self.exact_digit:
+                    eid = self.exact_digit.get(tok.upper())
                 if eid is not None:
                     cands.append((mt.start(), mt.end(), eid))
         cands.sort(key=lambda c: (c[0] - c[1], c[0]))

@@ -26,9 +26,13 @@ CJK_STOPWORDS: Final = STOPWORDS_ZH | frozenset(
 )
 
 
+# NFKC spells these out as letters ("Yescarta™" → "YescartaTM"), which would glue onto the name they mark.
+_MARKS: Final = str.maketrans({"\u2122": " ", "\u2120": " "})  # ™ ℠
+
+
 def fold(text: str) -> str:
     """Case, width and punctuation folding: ``"Type-2 Diabetes, "`` → ``"type 2 diabetes"``."""
-    t = unicodedata.normalize("NFKC", text).casefold()
+    t = unicodedata.normalize("NFKC", text.translate(_MARKS)).casefold()
     return " ".join(_SEP.sub(" ", t).split())
 
 
@@ -41,7 +45,7 @@ def fold_with_offsets(text: str) -> tuple[str, list[int]]:
     pos: list[int] = []
     pending_space = False
     for i, ch in enumerate(text):
-        piece = unicodedata.normalize("NFKC", ch).casefold()
+        piece = unicodedata.normalize("NFKC", ch.translate(_MARKS)).casefold()
         for c in piece:
             if c.isalnum() or CJK_RE.match(c):
                 if pending_space and out:
