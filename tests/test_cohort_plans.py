@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, literal_column, select, text
 
 from medkb.cohorts import engine, parallel, sql
 from medkb.cohorts.definition import parse_definition
+from medkb.errors import MedkbError
 from medkb.kb import models as m
 from tests.omop_support import TENANT
 
@@ -159,6 +160,16 @@ def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_k
         patched.setattr(sql, "demographic_test", lambda *a: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             engine.generate(store, parse_definition(DEFS["celecoxib_new_users_attrition"]), TENANT)
+    # A database error inside a part surfaces as medkb's classified error, as it does from a run in one part.
+    raised = []
+    for minimum in (0, 10**9):
+        with monkeypatch.context() as patched:
+            patched.setattr(parallel, "MIN_PERSONS", minimum)
+            patched.setattr(sql, "demographic_test", lambda *a: literal_column("no_such_function(1)") == 1)
+            with pytest.raises(MedkbError, match="no such function") as err:
+                engine.generate(store, parse_definition(DEFS["celecoxib_new_users_attrition"]), TENANT)
+            raised.append(type(err.value))
+    assert raised[0] is raised[1]
     for _ in range(3):
         with store.engine.connect() as c:
             assert {r[1] for r in c.exec_driver_sql("PRAGMA database_list")} <= {"main", "temp"}

@@ -59,7 +59,7 @@ def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[i
     event, or per person, period and mask: ``compacts``); the run id. A large SQLite tenant's run is split by
     person over both cores (``medkb.cohorts.parallel``)."""
     codesets = resolve_concept_sets(store, d.concept_sets) if codesets is None else codesets
-    with store.engine.connect() as c:
+    with store.connection() as c:
         parts = parallel.person_ranges(c, tenant)
     if len(parts) > 1:
         return _generate_parts(store, d, tenant, codesets, parts)
@@ -81,7 +81,7 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
     into ``cohort_entries`` in the one transaction that records the run (no half-written run)."""
     with parallel.scratch_files(len(parts)) as files:
         def work(persons: Persons, k: int) -> None:
-            with store.engine.connect() as conn, parallel.attached(conn, files[k], "part") as name:
+            with store.connection() as conn, parallel.attached(conn, files[k], "part") as name:
                 part = _part_table(name)
                 part.create(conn)
                 tmp = TempTables(conn)
@@ -94,7 +94,7 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
                     tmp.drop_all()
 
         parallel.run_parts(parts, work)
-        with store.engine.connect() as conn, ExitStack() as attached:
+        with store.connection() as conn, ExitStack() as attached:
             names = [attached.enter_context(parallel.attached(conn, f, f"part{k}")) for k, f in enumerate(files)]
             run_id = _new_run(conn, d, tenant)
             for name in names:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -75,6 +75,15 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
         except (OperationalError, InternalError) as exc:
             # Classified by server code: deadlocks and write conflicts become DatabaseBusy (retried by
             # the writers below), "transaction too large" a DatabaseError, a lost server unavailable.
+            raise classify(exc) from exc
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A bare connection (its user commits), its errors classified as ``session``'s are."""
+        try:
+            with self.engine.connect() as c:
+                yield c
+        except (OperationalError, InternalError) as exc:
             raise classify(exc) from exc
 
     def ping(self) -> None:
