@@ -105,8 +105,8 @@ def test_a_compact_run_counts_what_a_run_of_one_row_per_event_counts(eunomia_kb,
 
 def test_rules_are_evaluated_in_the_pass_that_reads_the_entry_events(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
     """A run's only temporary tables are its criteria's events (indexed for the probes) and, under a First/Last
-    limit, the candidates it ranks: no table of entry events, of the keys meeting each part of a group, or of a
-    group's result is written, indexed and joined back."""
+    limit, each person's limit date (SQLite; elsewhere the candidates it ranks): no table of entry events, of the
+    keys meeting each part of a group, or of a group's result is written, indexed and joined back."""
     store = eunomia_kb[0]
     created: list[str] = []
 
@@ -124,11 +124,49 @@ def test_rules_are_evaluated_in_the_pass_that_reads_the_entry_events(eunomia_kb)
             tables[name] = len(created)
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
-    # one per distinct criterion the rules read; procedure_last: + the candidates of its Last limit;
+    # one per distinct criterion the rules read; procedure_last: + its people's Last limit dates (SQLite);
     # celecoxib new users: the 2 conditions its rules read (its age rule is a probe of the patient's row)
     assert tables == {"sinusitis_throat_culture_30d": 1, "any_of_nested_groups": 3,
                       "procedure_last_with_exclusion": 2, "celecoxib_new_users_attrition": 2,
                       "eunomia_gi_bleed": 0}, tables
+
+
+def test_a_primary_limit_ranks_only_each_persons_events_on_their_limit_date(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite a First/Last primary limit takes each person's limit date first (a GROUP BY in the record index's
+    (person, date) order) and ranks only the events on it: the candidates are not written to a table and no window
+    sorts them all (procedure_last x100: 7.7-8.2 -> 3.6-4.2 s CPU). The stored rows, tie-break included, equal
+    those of the window over all candidates (the path other backends take)."""
+    from medkb.cohorts.evaluate import Evaluation
+
+    store = eunomia_kb[0]
+    e = m.CohortEntry.__table__
+    statements: list[str] = []
+
+    def before(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()))
+
+    window_over_dates = re.compile(r"row_number\(\) OVER \(PARTITION BY \S+ ORDER BY \S+start_date")
+    for name in ("procedure_last_with_exclusion", "inpatient_visit_prior_year"):
+        d = parse_definition(DEFS[name])
+        statements.clear()
+        event.listen(store.engine, "before_cursor_execute", before)
+        try:
+            by_date = engine.counts(store, d, TENANT)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", before)
+        created = [s for s in statements if s.startswith("CREATE TEMPORARY TABLE")]
+        assert not any("event_id" in s for s in created), (name, created)
+        assert not any(window_over_dates.search(s) for s in statements), name
+        with store.session() as s:
+            rows = s.execute(select(e).where(e.c.run_id == by_date.run_id).order_by(*e.primary_key)).all()
+        with monkeypatch.context() as patched:
+            patched.setattr(Evaluation, "_limit_by_date", lambda self: False)
+            windowed = engine.counts(store, d, TENANT)
+        with store.session() as s:
+            ref = s.execute(select(e).where(e.c.run_id == windowed.run_id).order_by(*e.primary_key)).all()
+        assert len(rows) > 100 and [tuple(r)[1:] for r in rows] == [tuple(r)[1:] for r in ref], name
+        assert (by_date.persons, by_date.entries, by_date.by_person, by_date.by_event) == \
+            (windowed.persons, windowed.entries, windowed.by_person, windowed.by_event), name
 
 
 def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ class Evaluation:
         self._criteria: dict[tuple[str, int | None, bool], FromClause] = {}
         # MySQL (and TiDB) cannot name one TEMPORARY table twice in a statement: there every reference gets its own.
         self._share = tmp.conn.dialect.name != "mysql"
+        self._sqlite = tmp.conn.dialect.name == "sqlite"
 
     def criterion(self, c: Criterion, index: bool = True) -> FromClause:
         """The criterion's events, indexed by (person, start date); one table per distinct criterion."""
@@ -56,13 +57,23 @@ class Evaluation:
         parts += [self.test(sub, ev) for sub in g.groups]
         return sql.group_test(g, parts)
 
+    def _limit_by_date(self) -> bool:
+        """Whether the primary limit is taken from each person's limit date (``sql.limited_by_date``): SQLite, whose
+        record indexes it probes by (person, date), and no ``First`` source (an unindexed temporary table)."""
+        return self._sqlite and not any(c.first for c in self.d.primary)
+
     def qualified(self) -> list[FromClause]:
         """The qualified events, as one or more disjoint sources (person_id, event_id, dates, period)."""
         d = self.d
         entries: list[FromClause] = []
         for pos, c in enumerate(d.primary):
             entries += [sql.entry_candidates(d, self.tenant, src, pos).subquery() for src in self._sources(c)]
-        if d.primary_limit != "All":  # one event per person over all criteria: a window over all candidates
+        if d.primary_limit != "All" and self._limit_by_date():  # one event per person over all criteria
+            # each person's limit date first (a small table), then only the candidates on it: no window
+            # over all candidates (written to a table and sorted: procedure_last x100 5.6 s of 8.8 s CPU)
+            dates = self.tmp.new(sql.limit_date_columns(), sql.limit_dates(d, entries))
+            entries = [sql.limited_by_date(entries, dates).subquery("pe")]
+        elif d.primary_limit != "All":  # elsewhere a window over all candidates, written once
             cand = self.tmp.new(sql.qualified_columns())
             for e in entries:
                 self.tmp.fill(cand, select(e))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, String, and_, case, exists, func, literal, or_, select, type_coerce
+from sqlalchemy import (
+    BigInteger, Column, Date, String, and_, case, exists, func, literal, or_, select, type_coerce, union_all,
+)
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import FromClause
 
@@ -13,7 +15,7 @@ from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
 from medkb.kb.dates import date_add, greatest, least, plus_days, year_of
-from medkb.kb.temp_tables import in_written_order, outer_key
+from medkb.kb.temp_tables import in_written_order, ordered_join, outer_key
 
 # domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
 _DOMAINS: dict[str, tuple[Any, str, str | None]] = {
@@ -120,6 +122,35 @@ def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
     """The primary limit (``First``/``Last``) over all entry candidates: one event per person."""
     order = cand.c.start_date.desc() if d.primary_limit == "Last" else cand.c.start_date.asc()
     p = select(cand, func.row_number().over(partition_by=cand.c.person_id, order_by=(order, cand.c.event_id))
+               .label("ordinal")).subquery("p")
+    return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
+        .where(p.c.ordinal == 1)
+
+
+def limit_dates(d: Definition, entries: list[FromClause]) -> Select[Any]:
+    """Each person's first (``First``) or last (``Last``) entry candidate start date, for ``limited_by_date``: a
+    GROUP BY per source, which streams in its record index's (person, date) order (no sort of the candidates)."""
+    agg = func.max if d.primary_limit == "Last" else func.min
+    per = [select(e.c.person_id, agg(e.c.start_date).label("start_date")).group_by(e.c.person_id) for e in entries]
+    if len(per) == 1:
+        return per[0]
+    u = union_all(*per).subquery("per_source")
+    return select(u.c.person_id, agg(u.c.start_date)).group_by(u.c.person_id)
+
+
+def limit_date_columns() -> list[Column[Any]]:
+    return [Column("person_id", String(64)), Column("start_date", Date)]
+
+
+def limited_by_date(entries: list[FromClause], dates: FromClause) -> Select[Any]:
+    """``limited_entries`` without writing or sorting the candidates (SQLite): only the candidates on the person's
+    limit date (``limit_dates``), found by probing each source's record index with (person, date), ranked by
+    event id (Circe's tie-break after the date)."""
+    ties = [select(e).select_from(ordered_join(dates, e, and_(e.c.person_id == dates.c.person_id,
+                                                              e.c.start_date == dates.c.start_date)))
+            for e in entries]
+    t = ties[0].subquery("ties") if len(ties) == 1 else union_all(*ties).subquery("ties")
+    p = select(t, func.row_number().over(partition_by=t.c.person_id, order_by=t.c.event_id)
                .label("ordinal")).subquery("p")
     return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
         .where(p.c.ordinal == 1)
