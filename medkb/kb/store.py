@@ -1,6 +1,7 @@
 """The KnowledgeStore interface and the document/chunk SQL every backend shares; backends add only vector search.
 
-Meta and the generation counter live in ``store_meta``, tenants and sources in ``store_sources``."""
+Meta and the generation counter live in ``store_meta``, tenants and sources in ``store_sources``, the sets of chunks
+a filter allows in ``store_filters``."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from medkb.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from medkb.kb import models as m
 from medkb.kb.dberrors import classify, retrying
-from medkb.kb.filters import SearchFilters, document_clause
+from medkb.kb.filters import SearchFilters
 from medkb.kb.records import AddResult, ChunkView, DocumentIn, VectorHit
-from medkb.kb.store_changes import ChangeLogGap, ChangesMixin
+from medkb.kb.store_changes import ChangesMixin
+from medkb.kb.store_filters import FiltersMixin
 from medkb.kb.store_meta import EMBED_DIM_KEY, MetaMixin
 from medkb.kb.store_sources import SourcesMixin
 
 log = logging.getLogger(__name__)
 
-ALLOWED_FETCH = 100_000  # chunk ids per fetch while computing a filter's allowed set
 # Rows per multi-row INSERT statement (a few MB of text and vectors, under max_allowed_packet).
 INSERT_BATCH = 200
 
@@ -37,7 +38,7 @@ def _version_key(v: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d\W]+", v.lower()))
 
 
-class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
+class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, FiltersMixin, abc.ABC):
     """One database holding documents, chunks with embeddings, the graph and patient records.
 
     Everything here is plain SQL shared by every backend; a backend supplies only what truly
@@ -312,59 +313,7 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, abc.ABC):
     def stats(self) -> dict[str, int]:
         return {t: self.count(t) for t in m.TABLES}
 
-    # ---- filtering and vectors ------------------------------------------------------------
-
-    def allowed_chunk_ids(self, filters: SearchFilters, generation: int | None = None) -> np.ndarray:
-        """Sorted ids of the chunks ``filters`` lets a query see (cached until the next write; a follower
-        prepares the entry of a ``generation`` before it pins it)."""
-        gen = self.generation() if generation is None else generation
-        key = (gen, filters)
-        with self._lock:
-            hit = self._filter_cache.get(key)
-        if hit is not None:
-            return hit
-        arr = None
-        base = self._filter_base.get(filters) if self.incremental_filter_sets else None
-        if base is not None and base[0] < gen:
-            try:
-                seq, arr = self._allowed_since(filters, base[1], base[2])
-            except ChangeLogGap:
-                arr = None
-        if arr is None:
-            seq = self.last_change_seq()  # read first: the set reflects at least this position
-            arr = self._allowed_query(document_clause(filters))
-        with self._lock:
-            if base is None or gen > base[0]:
-                self._filter_base[filters] = (gen, seq, arr)
-        with self._lock:
-            if len(self._filter_cache) > 64:  # older generations' entries go first, never the pinned one's
-                keep = (gen, self._pinned_generation)
-                self._filter_cache = {k: v for k, v in self._filter_cache.items() if k[0] in keep}
-                if len(self._filter_cache) > 64:
-                    self._filter_cache.clear()
-            self._filter_cache[key] = arr
-        return arr
-
-    def _allowed_query(self, clause) -> np.ndarray:  # type: ignore[no-untyped-def]
-        """Sorted ids of the chunks whose document matches ``clause``. Core rows, unsorted (the
-        chunks.document_id index covers the join), sorted in numpy: the ORM session and SQL's ORDER BY
-        were most of the 16.6 s this took at 1M chunks on a restart."""
-        stmt = select(m.Chunk.id).join(m.Document, m.Document.id == m.Chunk.document_id).where(clause)
-        parts = []
-        with self.engine.connect() as c:
-            res = c.execute(stmt)
-            while rows := res.fetchmany(ALLOWED_FETCH):
-                parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-
-    def recent_filters(self) -> list[SearchFilters]:
-        """The filters queries used lately (the filter cache's keys): what a follower prepares ahead."""
-        with self._lock:
-            return list(dict.fromkeys(f for _, f in self._filter_cache))
-
-    def _invalidate(self) -> None:
-        with self._lock:
-            self._filter_cache.clear()
+    # ---- vectors ----------------------------------------------------------------------------
 
     def prepare_vectors(self, generation: int | None = None) -> None:
         """Load or catch up whatever the backend searches vectors with to ``generation`` (default: the
