@@ -167,6 +167,15 @@ def test_a_primary_limit_ranks_only_each_persons_events_on_their_limit_date(euno
         assert len(rows) > 100 and [tuple(r)[1:] for r in rows] == [tuple(r)[1:] for r in ref], name
         assert (by_date.persons, by_date.entries, by_date.by_person, by_date.by_event) == \
             (windowed.persons, windowed.entries, windowed.by_person, windowed.by_event), name
+        # Split by person (the default for a large SQLite tenant), each limit-date event is still found by probing
+        # the record index with (person, date), never by reading the part's person range per person (quadratic).
+        with monkeypatch.context() as patched:
+            patched.setattr(parallel, "MIN_PERSONS", 0)
+            patched.setattr(parallel, "WORKERS", 2)
+            plans = [plan for statement, plan in _plans(store, DEFS[name]) if statement.startswith("INSERT INTO part")]
+        assert len(plans) == 2, name
+        reads = [line for plan in plans for line in plan if re.match(r"SEARCH (encounters|procedures)\b", line)]
+        assert reads and all("patient_id=? AND" in line for line in reads), (name, reads)
 
 
 def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -41,12 +41,13 @@ class Evaluation:
             self.tmp.index(t, "person_id", "start_date")  # type: ignore[arg-type]
         return t
 
-    def _sources(self, c: Criterion) -> list[FromClause]:
+    def _sources(self, c: Criterion, persons: sql.Persons | None = None) -> list[FromClause]:
         """Where a primary criterion's events are read: straight from the record tables' covering indexes, or
-        (``First``) its temporary table."""
+        (``First``) its temporary table. Only this part's persons unless ``persons`` says otherwise."""
         if c.first:
             return [self.criterion(c, index=False)]
-        return [q.subquery() for q in sql.criterion_selects(c, self.tenant, self.codesets, self.persons)]
+        return [q.subquery() for q in sql.criterion_selects(c, self.tenant, self.codesets,
+                                                            self.persons if persons is None else persons)]
 
     def test(self, g: Group, ev: FromClause) -> ColumnElement[bool]:
         """Whether an event of ``ev`` meets the group (an empty group: every event)."""
@@ -72,7 +73,11 @@ class Evaluation:
             # each person's limit date first (a small table), then only the candidates on it: no window
             # over all candidates (written to a table and sorted: procedure_last x100 5.6 s of 8.8 s CPU)
             dates = self.tmp.new(sql.limit_date_columns(), sql.limit_dates(d, entries))
-            entries = [sql.limited_by_date(entries, dates).subquery("pe")]
+            # The dates hold only this part's persons; the probes carry no person range, with which SQLite read
+            # the index by the range instead of by (person, date) (quadratic: x10 split, procedure_last 0.3 -> 21 s)
+            probed = [sql.entry_candidates(d, self.tenant, src, pos).subquery()
+                      for pos, c in enumerate(d.primary) for src in self._sources(c, sql.ALL_PERSONS)]
+            entries = [sql.limited_by_date(probed, dates).subquery("pe")]
         elif d.primary_limit != "All":  # elsewhere a window over all candidates, written once
             cand = self.tmp.new(sql.qualified_columns())
             for e in entries:
