@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from sqlalchemy import text
 
 from medkb.kb.factory import init_store, open_store
-from medkb.kb.migrate import _config
 from medkb.settings import DatabaseSettings
+from tests.migration_support import migrate
 
 
 def test_upgrade_from_previous_head_keeps_documents_edges_and_names(tmp_path: Path) -> None:
     store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
-    cfg = _config(store.engine)
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        cfg.attributes["embedding_dim"] = 384
-        command.upgrade(cfg, "0004_issue20")
+    migrate(store, "0004_issue20")
     with store.engine.begin() as c:
         c.execute(text("PRAGMA foreign_keys=ON"))
         c.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('public', 'public', '2026-01-01')"))

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from sqlalchemy import text
 
 from medkb.kb.factory import init_store, open_store
-from medkb.kb.migrate import _config
 from medkb.settings import DatabaseSettings
+from tests.migration_support import migrate
 
 
 def test_upgrade_keeps_stored_runs_and_clusters_their_entries(tmp_path: Path) -> None:
     store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
     try:
-        cfg = _config(store.engine)
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            cfg.attributes["embedding_dim"] = 384
-            command.upgrade(cfg, "0007_issue13")
+        migrate(store, "0007_issue13")
         rows = [(1, "p1", 7, "2020-01-02", None, "2019-01-01", "2021-01-01", 1),
                 (1, "p1", 3, "2020-01-01", "2020-01-05", "2019-01-01", "2021-01-01", 0),
                 (1, "p0", 9, "2020-03-01", "2020-03-02", "2019-01-01", "2021-01-01", 1)]
@@ -31,10 +26,8 @@ def test_upgrade_keeps_stored_runs_and_clusters_their_entries(tmp_path: Path) ->
                                "op_start, op_end, mask) VALUES (:a, :b, :c, :d, :e, :f, :g, :h)"),
                           dict(zip("abcdefgh", r)))
         init_store(store)  # upgrades to head
-        with store.engine.begin() as conn:  # and back, and forward again: rows survive both ways
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0007_issue13")
-            command.upgrade(cfg, "head")
+        migrate(store, "0007_issue13", down=True)  # and back, and forward again: rows survive both ways
+        migrate(store, "head")
         with store.engine.connect() as c:
             kept = c.execute(text("SELECT run_id, patient_id, event_id, start_date, end_date, op_start, op_end, "
                                   "mask FROM cohort_entries")).all()

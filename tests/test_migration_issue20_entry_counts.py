@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from sqlalchemy import text
 
 from medkb.kb.factory import init_store, open_store
-from medkb.kb.migrate import _config
 from medkb.settings import DatabaseSettings
+from tests.migration_support import migrate
 
 _COLS = "run_id, patient_id, event_id, start_date, end_date, op_start, op_end, mask"
 
@@ -21,11 +20,7 @@ def _runs(c) -> list[int]:  # type: ignore[no-untyped-def]
 def test_upgrade_counts_old_entries_as_one_event_and_downgrade_drops_only_compact_runs(tmp_path: Path) -> None:
     store = open_store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'kb.db'}"))
     try:
-        cfg = _config(store.engine)
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            cfg.attributes["embedding_dim"] = 384
-            command.upgrade(cfg, "0008_issue20")
+        migrate(store, "0008_issue20")
         per_event = [(1, "p0", 9, "2020-03-01", "2020-03-02", "2019-01-01", "2021-01-01", 1),
                      (1, "p1", 3, "2020-01-01", "2020-01-05", "2019-01-01", "2021-01-01", 0),
                      (1, "p1", 7, "2020-01-02", None, "2019-01-01", "2021-01-01", 1)]
@@ -44,15 +39,11 @@ def test_upgrade_counts_old_entries_as_one_event_and_downgrade_drops_only_compac
                            "VALUES (2, 't', 'h2', '{}', '2026-01-02')"))
             c.execute(text(f"INSERT INTO cohort_entries ({_COLS}, events) VALUES "
                            "(2, 'p1', 3, '2020-01-01', NULL, '2019-01-01', '2021-01-01', 1, 4)"))
-        with store.engine.begin() as conn:  # down: the older code would read run 2 as one event, so it goes
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0008_issue20")
+        migrate(store, "0008_issue20", down=True)  # the older code would read run 2 as one event, so it goes
         with store.engine.connect() as c:
             assert _runs(c) == [1, 3]
             assert [tuple(r) for r in c.execute(text(f"SELECT {_COLS} FROM cohort_entries"))] == per_event
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        migrate(store, "head")
         with store.engine.connect() as c:
             assert _runs(c) == [1, 3]
             kept = c.execute(text(f"SELECT {_COLS}, events FROM cohort_entries")).all()
