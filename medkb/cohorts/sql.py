@@ -118,13 +118,18 @@ def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> S
                plus_days(src.c.start_date, d.post_days) <= op.c.stop))
 
 
+def _first_per_person(src: FromClause, *order: ColumnElement[Any]) -> Select[Any]:
+    """Each person's first event of ``src`` (qualified columns) in ``order``: a limit to one event per person."""
+    p = select(src, func.row_number().over(partition_by=src.c.person_id, order_by=order).label("ordinal")) \
+        .subquery("p")
+    return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
+        .where(p.c.ordinal == 1)
+
+
 def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
     """The primary limit (``First``/``Last``) over all entry candidates: one event per person."""
     order = cand.c.start_date.desc() if d.primary_limit == "Last" else cand.c.start_date.asc()
-    p = select(cand, func.row_number().over(partition_by=cand.c.person_id, order_by=(order, cand.c.event_id))
-               .label("ordinal")).subquery("p")
-    return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
-        .where(p.c.ordinal == 1)
+    return _first_per_person(cand, order, cand.c.event_id)
 
 
 def limit_dates(d: Definition, entries: list[FromClause]) -> Select[Any]:
@@ -150,19 +155,12 @@ def limited_by_date(entries: list[FromClause], dates: FromClause) -> Select[Any]
                                                               e.c.start_date == dates.c.start_date)))
             for e in entries]
     t = ties[0].subquery("ties") if len(ties) == 1 else union_all(*ties).subquery("ties")
-    p = select(t, func.row_number().over(partition_by=t.c.person_id, order_by=t.c.event_id)
-               .label("ordinal")).subquery("p")
-    return select(p.c.event_id, p.c.person_id, p.c.start_date, p.c.end_date, p.c.op_start, p.c.op_end) \
-        .where(p.c.ordinal == 1)
+    return _first_per_person(t, t.c.event_id)
 
 
 def qualified_limit(d: Definition, pe: FromClause) -> Select[Any]:
     """The qualified limit (``First``/``Last``) over the entry events that met the additional criteria."""
-    order = pe.c.start_date.desc() if d.qualified_limit == "Last" else pe.c.start_date.asc()
-    inner = select(pe, func.row_number().over(partition_by=pe.c.person_id, order_by=order)
-                   .label("qordinal")).subquery("qe")
-    return select(inner.c.event_id, inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.op_start,
-                  inner.c.op_end).where(inner.c.qordinal == 1)
+    return _first_per_person(pe, pe.c.start_date.desc() if d.qualified_limit == "Last" else pe.c.start_date.asc())
 
 
 def _point(ep: Endpoint, index: ColumnElement[Any], ev: Any, check_op: bool) -> ColumnElement[Any] | None:
