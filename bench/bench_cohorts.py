@@ -27,6 +27,7 @@ from medkb.cohorts.definition import parse_definition
 from medkb.ingest.omop import eunomia_file
 from medkb.kb import models as m
 from medkb.kb.factory import init_store, open_store
+from medkb.kb.sqlite_threads import statistics_off_at_start
 from medkb.kb.store import KnowledgeStore
 from medkb.settings import DatabaseSettings
 from tests.cohort_oracle import CirceOracle
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="reuse the copies and SQLite files prepared here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    statistics_off_at_start()  # as `medkb` does at start: a SQLite run split over both cores
     results = []
     for n in args.scale or [1, 10]:
         work = args.workdir / f"x{n}" if args.workdir else Path(tempfile.mkdtemp(prefix=f"cohort-x{n}-"))

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medkb import __version__
 from medkb.api.service import Service
 from medkb.errors import MedkbError, RateLimited
+from medkb.kb.sqlite_threads import statistics_off_at_start
 from medkb.kb.store import KnowledgeStore
 from medkb.settings import Settings
 
@@ -173,4 +174,5 @@ def create_app(settings: Settings, store: KnowledgeStore | None = None) -> FastA
 def app_from_env() -> FastAPI:
     """The app factory ``medkb serve --workers N`` hands uvicorn (``medkb.api.app:app_from_env``): each worker
     process builds its settings from the MEDKB_* environment the parent set, and opens its own store and models."""
+    statistics_off_at_start()  # a fresh process, no SQLite connection yet (see medkb.kb.sqlite_threads)
     return create_app(Settings())

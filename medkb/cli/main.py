@@ -17,6 +17,7 @@ from medkb.cli.context import CLIContext, get_ctx
 from medkb.errors import DatabaseUnavailable, MedkbError
 from medkb.kb import models as m
 from medkb.kb.factory import init_store, redact
+from medkb.kb.sqlite_threads import statistics_off_at_start
 from medkb.settings import Settings
 
 app = typer.Typer(
@@ -145,6 +146,7 @@ _register_groups()
 
 
 def main() -> None:
+    statistics_off_at_start()  # before any SQLite connection: a cohort run then uses every core
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:

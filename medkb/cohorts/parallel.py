@@ -1,7 +1,8 @@
 """A SQLite cohort run split by person-id range over several connections in threads, so it uses every core.
 
 SQLite runs a statement on one thread; Python's sqlite3 releases the GIL while a statement steps, so parts on their
-own connections run at once. Every step of a run works per person (criteria, limits, probes, stored rows), so a part
+own connections run at once where the process keeps no SQLite memory statistics (``medkb.kb.sqlite_threads``: with
+them the threads queue on one mutex, and a run is not split). Every step of a run works per person (criteria, limits, probes, stored rows), so a part
 is the run restricted to its persons and the parts' rows together are the run's rows. A part writes its rows into
 its own scratch database file (one writer per file: parts never wait on each other or on the run's write
 transaction); the run's connection then copies them into ``cohort_entries`` in the transaction that records the run.
@@ -20,16 +21,19 @@ from sqlalchemy import Connection, func, select
 
 from medkb.cohorts.sql import ALL_PERSONS, Persons
 from medkb.kb import models as m
+from medkb.kb.sqlite_threads import threads_run_in_parallel
 
-WORKERS = min(2, os.cpu_count() or 1)
+WORKERS: int | None = None  # parts per run; None: one per core up to 2 where threads run in parallel, else 1
 MIN_PERSONS = 20_000  # below this a run takes well under a second: threads and scratch files cost more than they save
 
 
 def person_ranges(conn: Connection, tenant: str, workers: int | None = None) -> list[Persons]:
     """Person-id ranges of about equal numbers of the tenant's patients, one per part; one range (the whole
-    tenant) off SQLite, on one core, or for a small tenant."""
-    workers = WORKERS if workers is None else workers
-    if conn.dialect.name != "sqlite" or workers < 2:
+    tenant) off SQLite, on one core, where threads would queue on SQLite's statistics mutex, or for a small tenant."""
+    if conn.dialect.name != "sqlite":
+        return [ALL_PERSONS]
+    workers = workers or WORKERS or (min(2, os.cpu_count() or 1) if threads_run_in_parallel() else 1)
+    if workers < 2:
         return [ALL_PERSONS]
     p = m.Patient.__table__
     n = int(conn.scalar(select(func.count()).select_from(p).where(p.c.tenant_id == tenant)) or 0)
