@@ -180,8 +180,8 @@ def test_a_primary_limit_ranks_only_each_persons_events_on_their_limit_date(euno
 
 def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """On SQLite a large tenant's run is split by person-id range over two connections in threads (both cores);
-    forced here at Eunomia x1 (3 parts): every definition's stored rows and counts equal the one-connection run's,
-    and no scratch database stays attached to a pooled connection, after a run or a failed one."""
+    forced here at Eunomia x1 (3 parts): every definition's stored rows and counts (a split run's counted by its
+    parts, ``medkb.cohorts.tally``) equal the one-connection run's (counted from its stored rows), and no scratch database stays attached to a pooled connection, after a run or a failed one."""
     store = eunomia_kb[0]
 
     def stored(run: int) -> list[Any]:
@@ -204,6 +204,7 @@ def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_k
             (whole.persons, whole.entries, whole.by_person, whole.by_event), name
     with monkeypatch.context() as patched:
         patched.setattr(parallel, "MIN_PERSONS", 0)
+        patched.setattr(parallel, "WORKERS", 2)
         patched.setattr(sql, "demographic_test", lambda *a: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             engine.generate(store, parse_definition(DEFS["celecoxib_new_users_attrition"]), TENANT)
@@ -212,6 +213,7 @@ def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_k
     for minimum in (0, 10**9):
         with monkeypatch.context() as patched:
             patched.setattr(parallel, "MIN_PERSONS", minimum)
+            patched.setattr(parallel, "WORKERS", 2)
             patched.setattr(sql, "demographic_test", lambda *a: literal_column("no_such_function(1)") == 1)
             with pytest.raises(MedkbError, match="no such function") as err:
                 engine.generate(store, parse_definition(DEFS["celecoxib_new_users_attrition"]), TENANT)

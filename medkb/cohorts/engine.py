@@ -7,9 +7,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (
-    Column, Connection, Date, MetaData, Table, and_, case, delete, func, insert, literal, null, or_, select, type_coerce,
-)
+from sqlalchemy import Column, Connection, MetaData, Table, delete, func, insert, literal, null, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from medkb.cohorts import parallel
@@ -17,9 +15,9 @@ from medkb.cohorts.concepts import Codes, resolve_concept_sets
 from medkb.cohorts.definition import Definition
 from medkb.cohorts.evaluate import Evaluation
 from medkb.cohorts.sql import Persons
+from medkb.cohorts.tally import Tally, bits, final_cohort, min_rule, tally
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
-from medkb.kb.dates import least, plus_days
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.temp_tables import TempTables
 
@@ -58,6 +56,12 @@ def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[i
     """Evaluate the definition in the database and store its qualified events with their rule masks (one row per
     event, or per person, period and mask: ``compacts``); the run id. A large SQLite tenant's run is split by
     person over both cores (``medkb.cohorts.parallel``)."""
+    return _generate(store, d, tenant, codesets)[0]
+
+
+def _generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes] | None = None
+              ) -> tuple[int, Tally | None]:
+    """``generate``, and for a split run its tally with every rule enabled (the sum of its parts')."""
     codesets = resolve_concept_sets(store, d.concept_sets) if codesets is None else codesets
     with store.connection() as c:
         parts = parallel.person_ranges(c, tenant)
@@ -72,13 +76,15 @@ def generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[i
                 conn.execute(insert(_E).from_select(_STORED, _stored(d, _masked(conn, q), literal(run_id))))
         finally:
             tmp.drop_all()
-        return run_id
+        return run_id, None
 
 
 def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes],
-                    parts: list[Persons]) -> int:
-    """The run as parts by person range, each evaluated on its own connection into its scratch file, then copied
-    into ``cohort_entries`` in the one transaction that records the run (no half-written run)."""
+                    parts: list[Persons]) -> tuple[int, Tally]:
+    """The run as parts by person range, each evaluated on its own connection into its scratch file and tallied
+    there (every rule enabled), then copied into ``cohort_entries`` in the one transaction that records the run
+    (no half-written run). The run id and the parts' tallies summed."""
+    tallies = [Tally() for _ in parts]
     with parallel.scratch_files(len(parts)) as files:
         def work(persons: Persons, k: int) -> None:
             with store.connection() as conn, parallel.attached(conn, files[k], "part") as name:
@@ -89,6 +95,7 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
                     for q in Evaluation(tmp, d, tenant, codesets, persons).masked_events():
                         conn.execute(part.insert().from_select(_STORED[1:], _stored(d, _masked(conn, q))))
                     conn.commit()
+                    tallies[k] = tally(conn, d, part, [], list(range(len(d.rules))))
                 finally:
                     conn.rollback()  # a failed part's transaction first: dropped inside it, its tables would come back
                     tmp.drop_all()
@@ -102,12 +109,15 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
                 conn.execute(insert(_E).from_select(_STORED, select(literal(run_id),
                                                                     *(part.c[c] for c in _STORED[1:]))))
             conn.commit()
-            return run_id
+            return run_id, sum(tallies[1:], tallies[0])
 
 
 def _part_table(schema: str) -> Table:
-    cols = {c.name: c.type for c in _E.columns}
-    return Table("entries", MetaData(schema=schema), *(Column(c, cols[c]) for c in _STORED[1:]))
+    """A part's rows, clustered like ``cohort_entries`` without the run id: its tally reads them in (person, date)
+    order, and the copy appends them to the run's b-tree in key order."""
+    return Table("entries", MetaData(schema=schema),
+                 *(Column(c.name, c.type, primary_key=c.primary_key) for c in _E.columns if c.name != "run_id"),
+                 sqlite_with_rowid=False)
 
 
 def _new_run(conn: Connection, d: Definition, tenant: str) -> int:
@@ -142,9 +152,10 @@ def _masked(conn: Connection, q: Select[Any]) -> Any:
 
 def _stored(d: Definition, me: Any, *lead: ColumnElement[Any]) -> Select[Any]:
     """The rows a run stores from its masked events ``me`` (after the ``lead`` columns: the run id)."""
-    if not compacts(d):
+    if not compacts(d):  # in key order: appended to the clustered b-tree, not inserted page by page at random
         return select(*lead, me.c.person_id, me.c.start_date, me.c.event_id, me.c.end_date,
-                      me.c.op_start, me.c.op_end, me.c.mask, literal(1))
+                      me.c.op_start, me.c.op_end, me.c.mask, literal(1)) \
+            .order_by(me.c.person_id, me.c.start_date, me.c.event_id)
     # min(event_id) stands for the row's first event in the by-person ranking: Circe breaks ties between events
     # with equal rule counts, first rule and start date arbitrarily; medkb by the smaller event id.
     return select(*lead, me.c.person_id, func.min(me.c.start_date), func.min(me.c.event_id),
@@ -166,35 +177,6 @@ def _enabled(d: Definition, disabled: Iterable[int]) -> list[int]:
     return [i for i in range(len(d.rules)) if i not in off]
 
 
-def _bits(x: ColumnElement[Any], enabled: list[int]) -> ColumnElement[Any]:
-    terms = [case((x.op("&")(1 << i) != 0, 1), else_=0) for i in enabled]
-    return sum(terms[1:], terms[0]) if terms else literal(0)
-
-
-def _min_rule(x: ColumnElement[Any], enabled: list[int]) -> ColumnElement[Any]:
-    if not enabled:
-        return literal(0)
-    return case(*[(x.op("&")(1 << i) != 0, seq) for seq, i in enumerate(enabled)], else_=0)
-
-
-def _mask_counts(store: KnowledgeStore, run_id: int, enabled: list[int], by_person: bool) -> dict[int, int]:
-    full = sum(1 << i for i in enabled)
-    em = _E.c.mask.op("&")(full)
-    if not by_person:
-        q: Select[Any] = select(em.label("m"), func.sum(_E.c.events)).where(_E.c.run_id == run_id).group_by(em)
-    elif len(enabled) <= 1:  # the best event is one meeting the rule if any: a per-person maximum, in index order
-        best = select(func.max(em).label("m")).where(_E.c.run_id == run_id).group_by(_E.c.patient_id).subquery()
-        q = select(best.c.m, func.count()).group_by(best.c.m)
-    else:  # Circe's best event per person: most rules met, then the earliest rule, then the earliest date
-        ranked = select(em.label("m"), func.row_number().over(
-            partition_by=_E.c.patient_id,
-            order_by=(_bits(em, enabled).desc(), _min_rule(em, enabled), _E.c.start_date, _E.c.event_id)
-        ).label("rank")).where(_E.c.run_id == run_id).subquery()
-        q = select(ranked.c.m, func.count()).where(ranked.c.rank == 1).group_by(ranked.c.m)
-    with store.session() as s:
-        return {int(k): int(n) for k, n in s.execute(q)}
-
-
 def _attrition(counts: dict[int, int], enabled: list[int], names: list[str]) -> Attrition:
     full = sum(1 << i for i in enabled)
     total = sum(counts.values())
@@ -203,92 +185,30 @@ def _attrition(counts: dict[int, int], enabled: list[int], names: list[str]) -> 
     return Attrition(total, counts.get(full, 0) if enabled else total, rules)
 
 
-def _eras(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
-    """(entry rows, their start dates and padded end dates) of the final cohort before era collapse."""
-    full = sum(1 << i for i in enabled)
-    ok = and_(_E.c.run_id == run_id, _E.c.mask.op("&")(full) == full)
-    cols: list[Any] = [_E.c.patient_id.label("person_id"), _E.c.start_date, _E.c.end_date, _E.c.op_end]
-    if d.expression_limit != "All":
-        order = _E.c.start_date.desc() if d.expression_limit == "Last" else _E.c.start_date.asc()
-        cols.append(func.row_number().over(partition_by=_E.c.patient_id, order_by=order).label("ordinal"))
-    return select(*cols).where(ok)
-
-
-def final_cohort(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
-    """(person_id, start_date, end_date) of the cohort eras: rules met, expression limit, end strategy, era collapse."""
-    inc = _eras(d, run_id, enabled).subquery("inc")
-    end = _end(d, inc)
-    rows = select(inc.c.person_id, inc.c.start_date, type_coerce(plus_days(end, d.era_pad), Date).label("end_date")) \
-        .where(end >= inc.c.start_date)
-    if d.expression_limit != "All":
-        rows = rows.where(inc.c.ordinal == 1)
-    cr = rows.subquery("cr")
-    st = select(cr, case((func.max(cr.c.end_date).over(partition_by=cr.c.person_id, order_by=cr.c.start_date,
-                                                       rows=(None, -1)) >= cr.c.start_date, 0), else_=1)
-                .label("is_start")).subquery("st")
-    gr = select(st, func.sum(st.c.is_start).over(partition_by=st.c.person_id,
-                                                 order_by=(st.c.start_date, st.c.is_start.desc()),
-                                                 rows=(None, 0)).label("grp")).subquery("gr")
-    return select(gr.c.person_id, func.min(gr.c.start_date).label("start_date"),
-                  type_coerce(plus_days(func.max(gr.c.end_date), -d.era_pad), Date).label("end_date")) \
-        .group_by(gr.c.person_id, gr.c.grp)
-
-
-def _end(d: Definition, inc: Any) -> ColumnElement[Any]:
-    """The end strategy: a date offset capped at the observation period's end, else that end."""
-    if d.end_offset is None:
-        return inc.c.op_end
-    # least(): the offset date computed once per row (a CASE computes it twice: date() is costly on SQLite)
-    return least(plus_days(inc.c[d.end_offset[0]], d.end_offset[1]), inc.c.op_end)
-
-
-def final_counts(d: Definition, run_id: int, enabled: list[int]) -> Select[Any]:
-    """(persons, eras) of the final cohort in one pass: an era starts where no earlier entry of the person
-    reaches its start date (padded ends), so eras are counted without being built (``final_cohort`` builds them)."""
-    if d.expression_limit != "All":  # one entry per person: one era each
-        inc = _eras(d, run_id, enabled).subquery("inc")
-        one = select(inc.c.person_id).where(inc.c.ordinal == 1, _end(d, inc) >= inc.c.start_date).subquery()
-        return select(func.count(), func.count()).select_from(one)
-    end = _end(d, _E)
-    prev = func.max(plus_days(end, d.era_pad)).over(partition_by=_E.c.patient_id, order_by=_E.c.start_date,
-                                                   rows=(None, -1))
-    full = sum(1 << i for i in enabled)
-    rows = select(prev.label("prev"), _E.c.start_date).where(
-        _E.c.run_id == run_id, _E.c.mask.op("&")(full) == full, end >= _E.c.start_date).subquery("rows")
-    first = case((rows.c.prev.is_(None), 1), else_=0)
-    starts = case((or_(rows.c.prev.is_(None), rows.c.prev < rows.c.start_date), 1), else_=0)
-    return select(func.coalesce(func.sum(first), 0), func.coalesce(func.sum(starts), 0))
-
-
 def counts(store: KnowledgeStore, d: Definition, tenant: str, *, disabled_rules: Iterable[int] = (),
            run_id: int | None = None) -> CohortCounts:
-    """Counts and attrition; with ``run_id`` (or ``reuse``) from stored masks, else from a fresh run."""
+    """Counts and attrition; with ``run_id`` from its stored masks, else from a fresh run (a split run's parts count
+    their own rows with every rule enabled while they have them: ``medkb.cohorts.tally``)."""
     enabled = _enabled(d, disabled_rules)
+    fresh = None
     if run_id is None:
-        run_id = generate(store, d, tenant)
+        run_id, fresh = _generate(store, d, tenant)
     with store.session() as s:
         run = s.get(m.CohortRun, run_id)
         if run is None or run.tenant_id != tenant or run.definition_hash != d.hash:
             raise NotFound(f"no cohort run {run_id} of this definition in tenant {tenant!r}")
         names = list((run.rules or {}).get("names", []))
-        persons, entries = s.execute(final_counts(d, run_id, enabled)).one()
-        if not enabled:  # every mask counts as 0: one pass gives both attrition bases
-            events, people = s.execute(select(func.coalesce(func.sum(_E.c.events), 0),
-                                              func.count(func.distinct(_E.c.patient_id)))
-                                       .where(_E.c.run_id == run_id)).one()
-    if enabled:
-        by_person, by_event = (_mask_counts(store, run_id, enabled, True), _mask_counts(store, run_id, enabled, False))
-    else:
-        by_person, by_event = ({0: int(people)} if people else {}), ({0: int(events)} if events else {})
-    return CohortCounts(int(persons), int(entries), _attrition(by_person, enabled, names),
-                        _attrition(by_event, enabled, names), run_id, tuple(sorted(set(disabled_rules))))
+        t = fresh if fresh is not None and len(enabled) == len(d.rules) else \
+            tally(s.connection(), d, _E, [_E.c.run_id == run_id], enabled)
+    return CohortCounts(t.persons, t.eras, _attrition(t.by_person, enabled, names),
+                        _attrition(t.by_event, enabled, names), run_id, tuple(sorted(set(disabled_rules))))
 
 
 def members(store: KnowledgeStore, d: Definition, run_id: int, disabled_rules: Iterable[int] = ()
             ) -> list[tuple[str, Any, Any]]:
     """(pseudonymous person id, cohort start, cohort end) of every era; for authorised callers only."""
     enabled = _enabled(d, disabled_rules)
-    fc = final_cohort(d, run_id, enabled).subquery("fc")
+    fc = final_cohort(d, _E, [_E.c.run_id == run_id], enabled).subquery("fc")
     with store.session() as s:
         return [tuple(r) for r in s.execute(select(fc).order_by(fc.c.person_id, fc.c.start_date))]  # type: ignore[misc]
 
@@ -299,7 +219,7 @@ def failed_rules(store: KnowledgeStore, d: Definition, run_id: int) -> dict[str,
     full = (1 << len(d.rules)) - 1
     ranked = select(_E.c.patient_id, _E.c.mask, func.row_number().over(
         partition_by=_E.c.patient_id,
-        order_by=(_bits(_E.c.mask, enabled).desc(), _min_rule(_E.c.mask, enabled), _E.c.start_date, _E.c.event_id)
+        order_by=(bits(_E.c.mask, enabled).desc(), min_rule(_E.c.mask, enabled), _E.c.start_date, _E.c.event_id)
     ).label("rank")).where(_E.c.run_id == run_id).subquery()
     with store.session() as s:
         rows = s.execute(select(ranked.c.patient_id, ranked.c.mask).where(ranked.c.rank == 1,

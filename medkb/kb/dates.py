@@ -88,3 +88,22 @@ def _greatest_default(element: greatest, compiler: Any, **kw: Any) -> str:
 @compiles(least)
 def _least_default(element: least, compiler: Any, **kw: Any) -> str:
     return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
+class day_number(FunctionElement[Any]):  # noqa: N801
+    """A date as a number of days (SQLite's julianday(), TO_DAYS elsewhere): date + n is then plain addition, which
+    a pass over a million rows computes several times faster than date()/DATE_ADD."""
+
+    type = Integer()
+    name = "day_number"
+    inherit_cache = True
+
+
+@compiles(day_number, "sqlite")
+def _day_number_sqlite(element: day_number, compiler: Any, **kw: Any) -> str:
+    return f"julianday({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(day_number)
+def _day_number_default(element: day_number, compiler: Any, **kw: Any) -> str:
+    return f"TO_DAYS({compiler.process(element.clauses, **kw)})"
