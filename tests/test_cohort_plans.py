@@ -258,3 +258,34 @@ def test_mariadb_sessions_keep_a_runs_temporary_rows_in_memory(eunomia_mariadb) 
             sizes = c.execute(text("SELECT @@session.tmp_table_size, @@session.max_heap_table_size, "
                                    "@@session.sort_buffer_size")).one()
         assert tuple(sizes) == (256 << 20, 256 << 20, 16 << 20)
+
+
+def test_a_split_run_whose_part_fails_after_its_rows_are_copied_is_not_recorded(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A split run's parts tally their rows while the run's connection copies them (``parallel.run_parts``): a part
+    failing then must still leave the tenant's earlier run of the definition as it was, and nothing attached."""
+    store = eunomia_kb[0]
+    d = parse_definition(DEFS["sinusitis_throat_culture_30d"])
+    earlier = engine.counts(store, d, TENANT).run_id
+    runs = m.CohortRun.__table__
+    with store.session() as s:  # (a new run may reuse the old run's id: its creation time tells them apart)
+        created = s.scalar(select(runs.c.created_at).where(runs.c.id == earlier))
+    real = engine.tally
+
+    def failing(conn: Any, d: Any, t: Any, where: Any, enabled: Any) -> Any:
+        if t.schema == "part":
+            raise RuntimeError("a part failed while counting")
+        return real(conn, d, t, where, enabled)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(parallel, "MIN_PERSONS", 0)
+        patched.setattr(parallel, "WORKERS", 2)
+        patched.setattr(engine, "tally", failing)
+        with pytest.raises(RuntimeError, match="while counting"):
+            engine.counts(store, d, TENANT)
+    with store.session() as s:
+        assert list(s.execute(select(runs.c.id, runs.c.created_at).where(runs.c.definition_hash == d.hash))) == \
+            [(earlier, created)]
+        assert s.scalar(select(func.count()).select_from(m.CohortEntry).where(m.CohortEntry.run_id == earlier))
+    with store.engine.connect() as c:
+        assert {r[1] for r in c.exec_driver_sql("PRAGMA database_list")} <= {"main", "temp"}
+    assert _temp_tables(store) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -81,12 +82,12 @@ def _generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[
 
 def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[int, Codes],
                     parts: list[Persons]) -> tuple[int, Tally]:
-    """The run as parts by person range, each evaluated on its own connection into its scratch file and tallied
-    there (every rule enabled), then copied into ``cohort_entries`` in the one transaction that records the run
-    (no half-written run). The run id and the parts' tallies summed."""
+    """The run as parts by person range, each evaluated on its own connection into its scratch file, then copied
+    into ``cohort_entries`` in the one transaction that records the run (no half-written run) while each part tallies
+    its rows (every rule enabled). The run id and the parts' tallies summed."""
     tallies = [Tally() for _ in parts]
     with parallel.scratch_files(len(parts)) as files:
-        def work(persons: Persons, k: int) -> None:
+        def work(persons: Persons, k: int, written: threading.Event) -> None:
             with store.connection() as conn, parallel.attached(conn, files[k], "part") as name:
                 part = _part_table(name)
                 part.create(conn)
@@ -95,19 +96,23 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
                     for q in Evaluation(tmp, d, tenant, codesets, persons).masked_events():
                         conn.execute(part.insert().from_select(_STORED[1:], _stored(d, _masked(conn, q))))
                     conn.commit()
+                    written.set()
                     tallies[k] = tally(conn, d, part, [], list(range(len(d.rules))))
                 finally:
                     conn.rollback()  # a failed part's transaction first: dropped inside it, its tables would come back
                     tmp.drop_all()
 
-        parallel.run_parts(parts, work)
         with store.connection() as conn, ExitStack() as attached:
-            names = [attached.enter_context(parallel.attached(conn, f, f"part{k}")) for k, f in enumerate(files)]
-            run_id = _new_run(conn, d, tenant)
-            for name in names:
-                part = _part_table(name)
-                conn.execute(insert(_E).from_select(_STORED, select(literal(run_id),
-                                                                    *(part.c[c] for c in _STORED[1:]))))
+            def copy() -> int:
+                names = [attached.enter_context(parallel.attached(conn, f, f"part{k}")) for k, f in enumerate(files)]
+                run_id = _new_run(conn, d, tenant)  # ATTACH (its pragmas) cannot run inside the transaction
+                for name in names:
+                    part = _part_table(name)
+                    conn.execute(insert(_E).from_select(_STORED, select(literal(run_id),
+                                                                        *(part.c[c] for c in _STORED[1:]))))
+                return run_id
+
+            run_id = parallel.run_parts(parts, work, copy)
             conn.commit()
             return run_id, sum(tallies[1:], tallies[0])
 

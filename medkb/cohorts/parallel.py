@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, func, select
 
@@ -24,6 +26,7 @@ from medkb.kb import models as m
 from medkb.kb.sqlite_threads import threads_run_in_parallel
 
 WORKERS: int | None = None  # parts per run; None: one per core up to 2 where threads run in parallel, else 1
+T = TypeVar("T")
 MIN_PERSONS = 20_000  # below this a run takes well under a second: threads and scratch files cost more than they save
 
 
@@ -67,8 +70,19 @@ def attached(conn: Connection, path: Path, name: str) -> Iterator[str]:
         conn.exec_driver_sql(f"DETACH DATABASE {name}")
 
 
-def run_parts(parts: list[Persons], work: Callable[[Persons, int], None]) -> None:
-    """``work(persons, k)`` for every part at once, one thread each; the first failure is raised."""
+def run_parts(parts: list[Persons], work: Callable[[Persons, int, threading.Event], None], then: Callable[[], T]) -> T:
+    """``work(persons, k, written)`` for every part at once, one thread each, and ``then()`` in the calling thread
+    as soon as every part has set ``written`` (its rows are committed: a part may go on, e.g. counting them, while
+    ``then`` copies them); ``then``'s result once every part has finished. The first failure is raised."""
+    written = [threading.Event() for _ in parts]
     with ThreadPoolExecutor(len(parts), thread_name_prefix="cohort-part") as pool:
-        for f in [pool.submit(work, persons, k) for k, persons in enumerate(parts)]:
+        futures = [pool.submit(work, persons, k, written[k]) for k, persons in enumerate(parts)]
+        for f, w in zip(futures, written):
+            while not w.wait(0.01):
+                if f.done():
+                    f.result()  # a part that failed before its rows were written
+                    break
+        out = then()
+        for f in futures:
             f.result()
+        return out
