@@ -20,7 +20,7 @@ from medkb.cohorts.tally import Tally, bits, final_cohort, min_rule, tally
 from medkb.errors import InvalidInput, NotFound
 from medkb.kb import models as m
 from medkb.kb.store import KnowledgeStore
-from medkb.kb.temp_tables import TempTables
+from medkb.kb.temp_tables import TempTables, in_written_order
 
 _E = m.CohortEntry.__table__
 
@@ -74,7 +74,8 @@ def _generate(store: KnowledgeStore, d: Definition, tenant: str, codesets: dict[
         tmp = TempTables(conn)
         try:
             for q in Evaluation(tmp, d, tenant, codesets).masked_events():
-                conn.execute(insert(_E).from_select(_STORED, _stored(d, _masked(conn, q), literal(run_id))))
+                conn.execute(insert(_E).from_select(_STORED, in_written_order(_stored(d, _masked(conn, q),
+                                                                                       literal(run_id)))))
         finally:
             tmp.drop_all()
         return run_id, None

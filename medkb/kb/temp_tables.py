@@ -36,6 +36,8 @@ def in_written_order(q: Select[Any]) -> Select[Any]:
     """Join in FROM order on MySQL/MariaDB/TiDB (STRAIGHT_JOIN): their planner, misled by per-patient estimates,
     starts from observation periods and reads every row of each patient through the patient index (6x slower
     at Eunomia x10) instead of the concept set's rows through the covering index. SQLite plans these well."""
+    if any(text == "STRAIGHT_JOIN" for text, _ in q._prefixes):
+        return q
     return q.prefix_with("STRAIGHT_JOIN", dialect="mysql")
 
 
@@ -108,7 +110,9 @@ class TempTables:
         return t
 
     def fill(self, t: Table, select: Select[Any]) -> None:
-        self.conn.execute(t.insert().from_select([c.name for c in t.columns], select))
+        # in written order on MySQL-family backends also when ``select`` wraps a hinted one: merging the derived
+        # table drops its hint (entry events at Eunomia x10: from periods through the patient index, 3.3 s)
+        self.conn.execute(t.insert().from_select([c.name for c in t.columns], in_written_order(select)))
 
     def index(self, t: Table, *cols: str) -> None:
         Index(f"{t.name}_ix{len(t.indexes)}", *(t.c[c] for c in cols)).create(self.conn)
