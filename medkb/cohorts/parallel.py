@@ -2,10 +2,11 @@
 
 SQLite runs a statement on one thread; Python's sqlite3 releases the GIL while a statement steps, so parts on their
 own connections run at once where the process keeps no SQLite memory statistics (``medkb.kb.sqlite_threads``: with
-them the threads queue on one mutex, and a run is not split). Every step of a run works per person (criteria, limits, probes, stored rows), so a part
-is the run restricted to its persons and the parts' rows together are the run's rows. A part writes its rows into
-its own scratch database file (one writer per file: parts never wait on each other or on the run's write
-transaction); the run's connection then copies them into ``cohort_entries`` in the transaction that records the run.
+them the threads queue on one mutex, and a run is not split). Every step of a run works per person (criteria,
+limits, probes, stored rows), so a part is the run restricted to its persons and the parts' rows together are the
+run's rows. A part writes its rows into its own scratch database file (one writer per file: parts never wait on each
+other or on the run's write transaction); the run's connection copies them into ``cohort_entries`` in the
+transaction that records the run, while each part counts its own rows (``medkb.cohorts.tally``).
 """
 
 from __future__ import annotations

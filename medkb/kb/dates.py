@@ -91,8 +91,8 @@ def _least_default(element: least, compiler: Any, **kw: Any) -> str:
 
 
 class day_number(FunctionElement[Any]):  # noqa: N801
-    """A date as a number of days (SQLite's julianday(), TO_DAYS elsewhere): date + n is then plain addition, which
-    a pass over a million rows computes several times faster than date()/DATE_ADD."""
+    """A date as a number of days (SQLite's julianday(), TO_DAYS elsewhere): date + n is then plain addition; on
+    SQLite julianday() costs about a third of a date() call (0.035 against 0.10 µs per row)."""
 
     type = Integer()
     name = "day_number"
