@@ -71,13 +71,17 @@ def attached(conn: Connection, path: Path, name: str) -> Iterator[str]:
         conn.exec_driver_sql(f"DETACH DATABASE {name}")
 
 
-def run_parts(parts: list[Persons], work: Callable[[Persons, int, threading.Event], None], then: Callable[[], T]) -> T:
-    """``work(persons, k, written)`` for every part at once, one thread each, and ``then()`` in the calling thread
-    as soon as every part has set ``written`` (its rows are committed: a part may go on, e.g. counting them, while
-    ``then`` copies them); ``then``'s result once every part has finished. The first failure is raised."""
+def run_parts(parts: list[Persons], work: Callable[[Persons, int, threading.Event], None], then: Callable[[], T],
+              meanwhile: Callable[[], None] | None = None) -> T:
+    """``work(persons, k, written)`` for every part at once, one thread each; ``meanwhile()`` in the calling thread
+    while they run; ``then()`` there as soon as every part has set ``written`` (its rows are committed: a part may go
+    on, e.g. counting them, while ``then`` copies them); ``then``'s result once every part has finished. The first
+    failure is raised."""
     written = [threading.Event() for _ in parts]
     with ThreadPoolExecutor(len(parts), thread_name_prefix="cohort-part") as pool:
         futures = [pool.submit(work, persons, k, written[k]) for k, persons in enumerate(parts)]
+        if meanwhile is not None:
+            meanwhile()
         for f, w in zip(futures, written):
             while not w.wait(0.01):
                 if f.done():
