@@ -68,24 +68,26 @@ class KnowledgeStore(MetaMixin, SourcesMixin, ChangesMixin, FiltersMixin, abc.AB
     # ---- sessions ---------------------------------------------------------------------------
 
     @contextmanager
+    def _classified(self) -> Iterator[None]:
+        """Database errors raised inside, classified by server code: deadlocks and write conflicts become
+        DatabaseBusy (retried by the writers below), "transaction too large" a DatabaseError, a lost server
+        unavailable."""
+        try:
+            yield
+        except (OperationalError, InternalError) as exc:
+            raise classify(exc) from exc
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: commits on success, rolls back everything on any error."""
-        try:
-            with self._sessions.begin() as s:
-                yield s
-        except (OperationalError, InternalError) as exc:
-            # Classified by server code: deadlocks and write conflicts become DatabaseBusy (retried by
-            # the writers below), "transaction too large" a DatabaseError, a lost server unavailable.
-            raise classify(exc) from exc
+        with self._classified(), self._sessions.begin() as s:
+            yield s
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """A bare connection (its user commits), its errors classified as ``session``'s are."""
-        try:
-            with self.engine.connect() as c:
-                yield c
-        except (OperationalError, InternalError) as exc:
-            raise classify(exc) from exc
+        with self._classified(), self.engine.connect() as c:
+            yield c
 
     def ping(self) -> None:
         try:
