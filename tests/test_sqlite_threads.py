@@ -3,6 +3,7 @@ is split over threads. Each case runs in a fresh interpreter: the set-up is only
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -60,8 +61,6 @@ def test_without_statistics_a_large_tenant_is_split_and_with_them_it_is_not(tmp_
         with store.connection() as c:
             print(len(parallel.person_ranges(c, "t1")))
     """
-    import os
-
     split = [subprocess.run([sys.executable, "-c", textwrap.dedent(code), mode], capture_output=True, text=True,
                             timeout=300) for mode in ("on", "off")]
     assert all(r.returncode == 0 for r in split), [r.stderr[-2000:] for r in split]

@@ -110,19 +110,15 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
                     pc.rollback()  # a failed part's transaction first: dropped inside it, its tables would come back
                     tmp.drop_all()
 
-        run: list[int] = []
-
-        def replace() -> None:  # the earlier run's rows (1.38M for era_pad at x100) deleted meanwhile
-            run.append(_new_run(conn, d, tenant))
-
-        def copy() -> int:
+        def copy(run_id: int) -> int:
             for name in names:
                 part = _part_table(name)
-                conn.execute(insert(_E).from_select(_STORED, select(literal(run[0]),
+                conn.execute(insert(_E).from_select(_STORED, select(literal(run_id),
                                                                     *(part.c[c] for c in _STORED[1:]))))
-            return run[0]
+            return run_id
 
-        run_id = parallel.run_parts(parts, work, copy, meanwhile=replace)
+        # the earlier run's rows (1.38M for era_pad at x100) are deleted while the parts evaluate
+        run_id = parallel.run_parts(parts, work, lambda: _new_run(conn, d, tenant), copy)
         conn.commit()
         return run_id, sum(tallies[1:], tallies[0])
 

@@ -27,6 +27,7 @@ from medkb.kb import models as m
 from medkb.kb.sqlite_threads import threads_run_in_parallel
 
 WORKERS: int | None = None  # parts per run; None: one per core up to 2 where threads run in parallel, else 1
+M = TypeVar("M")
 T = TypeVar("T")
 MIN_PERSONS = 20_000  # below this a run takes well under a second: threads and scratch files cost more than they save
 
@@ -71,23 +72,22 @@ def attached(conn: Connection, path: Path, name: str) -> Iterator[str]:
         conn.exec_driver_sql(f"DETACH DATABASE {name}")
 
 
-def run_parts(parts: list[Persons], work: Callable[[Persons, int, threading.Event], None], then: Callable[[], T],
-              meanwhile: Callable[[], None] | None = None) -> T:
+def run_parts(parts: list[Persons], work: Callable[[Persons, int, threading.Event], None], meanwhile: Callable[[], M],
+              then: Callable[[M], T]) -> T:
     """``work(persons, k, written)`` for every part at once, one thread each; ``meanwhile()`` in the calling thread
-    while they run; ``then()`` there as soon as every part has set ``written`` (its rows are committed: a part may go
-    on, e.g. counting them, while ``then`` copies them); ``then``'s result once every part has finished. The first
-    failure is raised."""
+    while they run; ``then(`` its result ``)`` there as soon as every part has set ``written`` (its rows are
+    committed: a part may go on, e.g. counting them, while ``then`` copies them); ``then``'s result once every part
+    has finished. The first failure is raised."""
     written = [threading.Event() for _ in parts]
     with ThreadPoolExecutor(len(parts), thread_name_prefix="cohort-part") as pool:
         futures = [pool.submit(work, persons, k, written[k]) for k, persons in enumerate(parts)]
-        if meanwhile is not None:
-            meanwhile()
+        early = meanwhile()
         for f, w in zip(futures, written):
             while not w.wait(0.01):
                 if f.done():
                     f.result()  # a part that failed before its rows were written
                     break
-        out = then()
+        out = then(early)
         for f in futures:
             f.result()
         return out
