@@ -103,8 +103,8 @@ def test_no_identifier_of_the_source_file_is_anywhere_in_the_database(synthea) -
     con = sqlite3.connect(db)
     try:
         for t in ("conditions", "medications", "procedures"):
-            for pid, *vals in con.execute(f"SELECT patient_id, start, stop FROM {t}" if t != "procedures"
-                                          else "SELECT patient_id, performed, NULL FROM procedures"):
+            for pid, *vals in con.execute(f"SELECT patient_id, date(start), date(stop) FROM {t}" if t != "procedures"
+                                          else "SELECT patient_id, date(performed), NULL FROM procedures"):
                 assert by_pseudonym[pid] not in vals
         for pid, text in con.execute("SELECT d.patient_id, c.text FROM chunks c JOIN documents d "
                                      "ON d.id = c.document_id WHERE d.patient_id IS NOT NULL"):

@@ -127,9 +127,15 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, embedder) -> tuple[Path, 
 
 
 def _dump(db: Path) -> str:
+    """Every statement that rebuilds the database, and every DATE column as ISO text (stored as day numbers, a true
+    date would not show as its text in the dump)."""
     con = sqlite3.connect(db)
     try:
-        return "\n".join(con.iterdump())
+        dates = [f'SELECT date("{c}") FROM "{t}"' for (t,) in con.execute("SELECT name FROM sqlite_master WHERE "
+                                                                          "type = 'table'")
+                 for _, c, kind, *_ in con.execute(f'PRAGMA table_info("{t}")') if kind.upper() == "DATE"]
+        assert dates, "no DATE column found: the dump would not show dates"
+        return "\n".join([*con.iterdump(), *(str(v) for q in dates for (v,) in con.execute(q))])
     finally:
         con.close()
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Column, Date, String, and_, case, exists, func, literal, or_, select, type_coerce, union_all,
+    BigInteger, Column, String, and_, case, exists, func, literal, or_, select, type_coerce, union_all,
 )
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import FromClause
@@ -14,6 +14,7 @@ from sqlalchemy.sql.selectable import FromClause
 from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
+from medkb.kb.types import Day
 from medkb.kb.dates import date_add, greatest, least, plus_days, year_of
 from medkb.kb.temp_tables import in_written_order, ordered_join, outer_key
 
@@ -32,14 +33,14 @@ IN_CHUNK = 500  # values per IN list (one statement each), within every backend'
 # Column layouts of the run's temporary tables (fresh Column objects per table).
 def event_columns() -> list[Column[Any]]:
     """A criterion's events: Circe's (person_id, start_date, end_date, sort_id)."""
-    return [Column("person_id", String(64)), Column("start_date", Date), Column("end_date", Date),
+    return [Column("person_id", String(64)), Column("start_date", Day()), Column("end_date", Day()),
             Column("sort_id", BigInteger)]
 
 
 def qualified_columns() -> list[Column[Any]]:
     """Entry or qualified events: event_id is the entry's rank within its person."""
-    return [Column("event_id", BigInteger), Column("person_id", String(64)), Column("start_date", Date),
-            Column("end_date", Date), Column("op_start", Date), Column("op_end", Date)]
+    return [Column("event_id", BigInteger), Column("person_id", String(64)), Column("start_date", Day()),
+            Column("end_date", Day()), Column("op_start", Day()), Column("op_end", Day())]
 
 
 def _chunks(values: list[Any]) -> list[list[Any]]:
@@ -76,7 +77,7 @@ def criterion_selects(c: Criterion, tenant: str, codesets: dict[int, Codes],
     if stop_col is not None:
         end = func.coalesce(t.c[stop_col], end)
     base = select(t.c.patient_id.label("person_id"), start.label("start_date"),
-                  type_coerce(end, Date).label("end_date"), t.c.id.label("sort_id")) \
+                  type_coerce(end, Day()).label("end_date"), t.c.id.label("sort_id")) \
         .where(t.c.tenant_id == tenant, start.is_not(None), *_in(t.c.patient_id, persons))
     if c.domain in ("measurement", "observation"):
         base = base.where(t.c.domain == c.domain)
@@ -144,7 +145,7 @@ def limit_dates(d: Definition, entries: list[FromClause]) -> Select[Any]:
 
 
 def limit_date_columns() -> list[Column[Any]]:
-    return [Column("person_id", String(64)), Column("start_date", Date)]
+    return [Column("person_id", String(64)), Column("start_date", Day())]
 
 
 def limited_by_date(entries: list[FromClause], dates: FromClause) -> Select[Any]:

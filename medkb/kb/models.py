@@ -9,7 +9,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from medkb.kb.types import Embedding
+from medkb.kb.types import Day, Embedding
 
 # Documents of this tenant are visible to every tenant (public guidelines, literature, ontologies).
 PUBLIC_TENANT = "public"
@@ -105,7 +104,7 @@ class Document(Base):
     doc_type: Mapped[str] = mapped_column(String(32), default="literature")
     language: Mapped[str] = mapped_column(String(8), default="en")
     version: Mapped[str] = mapped_column(String(64), default="1")
-    effective_date: Mapped[dt.date | None] = mapped_column(Date)
+    effective_date: Mapped[dt.date | None] = mapped_column(Day)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
     evidence_level: Mapped[str | None] = mapped_column(String(32))
     specialty: Mapped[str | None] = mapped_column(String(64))
@@ -220,7 +219,7 @@ class Patient(Base):
     sex: Mapped[str | None] = mapped_column(String(16))
     deceased: Mapped[bool] = mapped_column(Boolean, default=False)
     content_hash: Mapped[str | None] = mapped_column(String(64))
-    death_date: Mapped[dt.date | None] = mapped_column(Date)  # shifted like every other date
+    death_date: Mapped[dt.date | None] = mapped_column(Day)  # shifted like every other date
     # the deceased of a tenant (a cohort's death criterion) without reading every patient
     __table_args__ = (Index("ix_patients_death", "tenant_id", "death_date", "id"),)
 
@@ -240,24 +239,24 @@ class Encounter(_RecordMixin, Base):
     __tablename__ = "encounters"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     encounter_class: Mapped[str | None] = mapped_column(String(64))
-    start: Mapped[dt.date | None] = mapped_column(Date)
-    stop: Mapped[dt.date | None] = mapped_column(Date)
+    start: Mapped[dt.date | None] = mapped_column(Day)
+    stop: Mapped[dt.date | None] = mapped_column(Day)
 
 
 class Condition(_RecordMixin, Base):
     __tablename__ = "conditions"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
-    start: Mapped[dt.date | None] = mapped_column(Date)
-    stop: Mapped[dt.date | None] = mapped_column(Date)
+    start: Mapped[dt.date | None] = mapped_column(Day)
+    stop: Mapped[dt.date | None] = mapped_column(Day)
 
 
 class Medication(_RecordMixin, Base):
     __tablename__ = "medications"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))
-    start: Mapped[dt.date | None] = mapped_column(Date)
-    stop: Mapped[dt.date | None] = mapped_column(Date)
+    start: Mapped[dt.date | None] = mapped_column(Day)
+    stop: Mapped[dt.date | None] = mapped_column(Day)
     reason_code: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -266,7 +265,7 @@ class Observation(_RecordMixin, Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     value: Mapped[str | None] = mapped_column(String(255))
     units: Mapped[str | None] = mapped_column(String(64))
-    effective: Mapped[dt.date | None] = mapped_column(Date)
+    effective: Mapped[dt.date | None] = mapped_column(Day)
     domain: Mapped[str | None] = mapped_column(String(16))  # OMOP domain: measurement | observation
 
 
@@ -274,15 +273,15 @@ class Allergy(_RecordMixin, Base):
     __tablename__ = "allergies"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     entity_id: Mapped[int | None] = mapped_column(BigId)  # no FK (added in place by 0005); cleared on entity delete
-    start: Mapped[dt.date | None] = mapped_column(Date)
-    stop: Mapped[dt.date | None] = mapped_column(Date)
+    start: Mapped[dt.date | None] = mapped_column(Day)
+    stop: Mapped[dt.date | None] = mapped_column(Day)
 
 
 class Procedure(_RecordMixin, Base):
     __tablename__ = "procedures"
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     entity_id: Mapped[int | None] = mapped_column(BigId)  # no FK (added in place by 0005); cleared on entity delete
-    performed: Mapped[dt.date | None] = mapped_column(Date)
+    performed: Mapped[dt.date | None] = mapped_column(Day)
 
 
 # Cohort queries look events up by concept or code within a tenant and read only (person, dates[, domain]): both
@@ -310,8 +309,8 @@ class ObservationPeriod(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
-    start: Mapped[dt.date] = mapped_column(Date)
-    stop: Mapped[dt.date] = mapped_column(Date)
+    start: Mapped[dt.date] = mapped_column(Day)
+    stop: Mapped[dt.date] = mapped_column(Day)
     derived: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -345,11 +344,11 @@ class CohortEntry(Base):
     __table_args__ = {"sqlite_with_rowid": False}
     run_id: Mapped[int] = mapped_column(ForeignKey("cohort_runs.id", ondelete="CASCADE"), primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    start_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    start_date: Mapped[dt.date] = mapped_column(Day, primary_key=True)
     event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    end_date: Mapped[dt.date | None] = mapped_column(Date)
-    op_start: Mapped[dt.date] = mapped_column(Date)
-    op_end: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Day)
+    op_start: Mapped[dt.date] = mapped_column(Day)
+    op_end: Mapped[dt.date] = mapped_column(Day)
     mask: Mapped[int] = mapped_column(BigInteger, default=0)
     events: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 

@@ -1,11 +1,12 @@
-"""The embedding column type: float32 blobs on SQLite and MySQL/MariaDB, VECTOR(d) on TiDB."""
+"""Column types stored per backend: embeddings (float32 blobs; VECTOR(d) on TiDB), days (integers on SQLite)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
-from sqlalchemy import LargeBinary
+from sqlalchemy import Date, Integer, LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -55,3 +56,43 @@ class Embedding(TypeDecorator):
         if isinstance(value, (bytes, bytearray, memoryview)):
             return from_blob(bytes(value))
         return np.asarray(value, dtype=np.float32)
+
+
+# The Julian day number of 0001-01-01 (proleptic Gregorian) less its ``date.toordinal()``: JDN = ordinal + this.
+JDN_OFFSET = 1721425
+
+
+class _DayNumber(Integer):
+    """SQLite's storage of a ``Day``: an integer in a column declared DATE (numeric affinity keeps it an integer, and
+    the schema reads as dates to people and to Alembic's comparison with the migrations)."""
+
+    __visit_name__ = "DATE"
+
+
+class Day(TypeDecorator):
+    """A calendar date. Python side: ``datetime.date``. MySQL/MariaDB/TiDB store a DATE; SQLite stores the date's
+    Julian day number, an integer: comparing two is an integer comparison, ``date + n`` is an addition
+    (``medkb.kb.dates``), and SQLite's own date functions read it as that day (``date(start)`` gives the ISO text).
+    As ISO text every date offset cost a date() call per row and every index entry carried 10 bytes per date."""
+
+    impl = Date
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(_DayNumber() if dialect.name == "sqlite" else Date())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        if not isinstance(value, dt.date):
+            raise TypeError(f"a date column takes a datetime.date, got {type(value).__name__} {value!r}")
+        return value.toordinal() + JDN_OFFSET
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return dt.date.fromordinal(int(value) - JDN_OFFSET)
+
+    def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
+        # a number beside a day is a number of days (``day + 30``), not a date to convert
+        return Integer() if isinstance(value, int) and not isinstance(value, bool) else self
