@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event, func, literal_column, select, text
 
 from medkb.cohorts import engine, parallel, sql
+from medkb.cohorts.concepts import resolve_concept_sets
 from medkb.cohorts.definition import parse_definition
 from medkb.cohorts.evaluate import Evaluation
 from medkb.errors import MedkbError
@@ -126,10 +127,11 @@ def test_rules_are_evaluated_in_the_pass_that_reads_the_entry_events(eunomia_kb)
             tables[name] = len(created)
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
-    # one per distinct criterion the rules read; procedure_last: + its people's Last limit dates (SQLite);
+    # one per distinct criterion the rules read; procedure_last: + its people's last event dates and Last limit
+    # dates (SQLite);
     # celecoxib new users: the 2 conditions its rules read (its age rule is a probe of the patient's row)
     assert tables == {"sinusitis_throat_culture_30d": 1, "any_of_nested_groups": 3,
-                      "procedure_last_with_exclusion": 2, "celecoxib_new_users_attrition": 2,
+                      "procedure_last_with_exclusion": 3, "celecoxib_new_users_attrition": 2,
                       "eunomia_gi_bleed": 0}, tables
 
 
@@ -177,6 +179,38 @@ def test_a_primary_limit_ranks_only_each_persons_events_on_their_limit_date(euno
         assert len(plans) == 2, name
         reads = [line for plan in plans for line in plan if re.match(r"SEARCH (encounters|procedures)\b", line)]
         assert reads and all("patient_id=? AND" in line for line in reads), (name, reads)
+
+
+def test_a_limit_date_outside_the_observation_window_falls_back_to_the_persons_candidates(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The limit date is each person's extreme event date where an observation period makes that event a candidate,
+    else the extreme of the person's candidates. With 10 years of required observation after (Last) or before
+    (First) many persons' extreme procedure is no candidate but another one is: those entries are found, and every
+    figure and stored row equals the window over all candidates."""
+    store = eunomia_kb[0]
+    e, p = m.CohortEntry.__table__, m.Procedure.__table__
+    for prior, post, limit in ((0, 7300, "Last"), (0, 0, "Last"), (7300, 0, "First")):
+        raw = json.loads(json.dumps(DEFS["procedure_last_with_exclusion"]))
+        raw["PrimaryCriteria"]["ObservationWindow"] = {"PriorDays": prior, "PostDays": post}
+        raw["PrimaryCriteria"]["PrimaryCriteriaLimit"]["Type"] = limit
+        d = parse_definition(raw)
+        concepts = sorted(resolve_concept_sets(store, d.concept_sets)[d.primary[0].codeset_id].concept_ids)
+        by_date = engine.counts(store, d, TENANT)
+        extreme = select((func.max if limit == "Last" else func.min)(p.c.performed)) \
+            .where(p.c.patient_id == e.c.patient_id, p.c.concept_id.in_(concepts)).scalar_subquery()
+        with store.session() as s:
+            rows = s.execute(select(e).where(e.c.run_id == by_date.run_id).order_by(*e.primary_key)).all()
+            # entries that are not their person's extreme procedure: found through the fallback
+            fell_back = s.scalar(select(func.count()).select_from(e).where(e.c.run_id == by_date.run_id,
+                                                                            e.c.start_date != extreme))
+        with monkeypatch.context() as patched:
+            patched.setattr(Evaluation, "_limit_by_date", lambda self: False)
+            windowed = engine.counts(store, d, TENANT)
+        with store.session() as s:
+            ref = s.execute(select(e).where(e.c.run_id == windowed.run_id).order_by(*e.primary_key)).all()
+        assert len(rows) > 100 and [tuple(r)[1:] for r in rows] == [tuple(r)[1:] for r in ref], (prior, post, limit)
+        assert (by_date.persons, by_date.by_person, by_date.by_event) == \
+            (windowed.persons, windowed.by_person, windowed.by_event), (prior, post, limit)
+        assert (fell_back > 10) if prior + post else (fell_back == 0), (prior, post, limit, fell_back)
 
 
 def test_a_run_split_by_person_over_threads_stores_and_counts_the_same(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]

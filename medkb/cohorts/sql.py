@@ -134,14 +134,38 @@ def limited_entries(d: Definition, cand: FromClause) -> Select[Any]:
 
 
 def limit_dates(d: Definition, entries: list[FromClause]) -> Select[Any]:
-    """Each person's first (``First``) or last (``Last``) entry candidate start date, for ``limited_by_date``: a
-    GROUP BY per source, which streams in its record index's (person, date) order (no sort of the candidates)."""
+    """Each person's first (``First``) or last (``Last``) start date over ``entries`` (a criterion's sources, or
+    entry candidates): a GROUP BY per source, which streams in its record index's (person, date) order (no sort)."""
     agg = func.max if d.primary_limit == "Last" else func.min
     per = [select(e.c.person_id, agg(e.c.start_date).label("start_date")).group_by(e.c.person_id) for e in entries]
     if len(per) == 1:
         return per[0]
     u = union_all(*per).subquery("per_source")
     return select(u.c.person_id, agg(u.c.start_date)).group_by(u.c.person_id)
+
+
+def window_holds(d: Definition, tenant: str, x: FromClause) -> ColumnElement[bool]:
+    """Whether the person of ``x`` has an observation period in which an event on ``x``'s date is an entry
+    candidate (``entry_candidates``' conditions)."""
+    op = m.ObservationPeriod.__table__
+    # SELECT start, not EXISTS (SELECT *): SQLite then reads the period index alone (covering)
+    return select(op.c.start).where(op.c.tenant_id == tenant, op.c.patient_id == x.c.person_id,
+                                    op.c.start <= x.c.start_date, x.c.start_date <= op.c.stop,
+                                    plus_days(op.c.start, d.prior_days) <= x.c.start_date,
+                                    plus_days(x.c.start_date, d.post_days) <= op.c.stop).exists()
+
+
+def limit_dates_from(d: Definition, tenant: str, extremes: FromClause, probed: list[FromClause]) -> Select[Any]:
+    """``limit_dates`` from each person's extreme event date (``limit_dates`` of the criteria's sources): where that event is an entry
+    candidate it is the extreme candidate, so one period probe per person settles it; only the other persons' entry
+    candidates (``probed``: no person range) are read, through their index by person. procedure_last at x100: 1.75M
+    events joined to their periods one by one (1.3 s CPU) against 29k person probes."""
+    agg = func.max if d.primary_limit == "Last" else func.min
+    held = select(extremes.c.person_id, extremes.c.start_date).where(window_holds(d, tenant, extremes))
+    others = select(extremes.c.person_id).where(~window_holds(d, tenant, extremes)).subquery("others")
+    rest = [select(e).select_from(ordered_join(others, e, e.c.person_id == others.c.person_id)).subquery()
+            for e in probed]
+    return select(union_all(held, limit_dates(d, rest)).subquery("limit_dates"))
 
 
 def limit_date_columns() -> list[Column[Any]]:
