@@ -156,11 +156,11 @@ def window_holds(d: Definition, tenant: str, x: FromClause) -> ColumnElement[boo
 
 
 def limit_dates_from(d: Definition, tenant: str, extremes: FromClause, probed: list[FromClause]) -> Select[Any]:
-    """``limit_dates`` from each person's extreme event date (``limit_dates`` of the criteria's sources): where that event is an entry
-    candidate it is the extreme candidate, so one period probe per person settles it; only the other persons' entry
-    candidates (``probed``: no person range) are read, through their index by person. procedure_last at x100: 1.75M
-    events joined to their periods one by one (1.3 s CPU) against 29k person probes."""
-    agg = func.max if d.primary_limit == "Last" else func.min
+    """``limit_dates`` from each person's extreme event date (``extremes``: ``limit_dates`` of the criteria's
+    sources). Where that event is an entry candidate it is the extreme candidate, so one period probe per person
+    settles it; only the other persons' entry candidates (``probed``: no person range) are read, through their index
+    by person. procedure_last at x100: 1.75M events joined to their periods one by one (1.3 s CPU) against 29k
+    person probes."""
     held = select(extremes.c.person_id, extremes.c.start_date).where(window_holds(d, tenant, extremes))
     others = select(extremes.c.person_id).where(~window_holds(d, tenant, extremes)).subquery("others")
     rest = [select(e).select_from(ordered_join(others, e, e.c.person_id == others.c.person_id)).subquery()
