@@ -26,15 +26,17 @@ RECORD_TABLES = ("conditions", "medications", "observations", "procedures", "enc
                  "patients")
 
 
-def _plans(store: Any, raw: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """(statement, its SQLite query plan lines) of every row-reading statement one generation runs."""
-    seen: list[tuple[str, list[str]]] = []
+def _plans(store: Any, raw: dict[str, Any], *, rows: bool = False) -> list[tuple[str, list[Any]]]:
+    """(statement, its SQLite query plan lines, or with ``rows`` its (id, parent, detail) rows) of every row-reading
+    statement one generation runs."""
+    seen: list[tuple[str, list[Any]]] = []
 
     def before(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
         if "SELECT" in statement and not statement.lstrip().startswith(("PRAGMA", "CREATE", "DROP")):
             query = statement[statement.index("SELECT"):] if statement.startswith("INSERT") else statement
             cur = conn.connection.dbapi_connection.cursor()  # same connection: the run's temp tables are visible
-            seen.append((statement, [r[3] for r in cur.execute("EXPLAIN QUERY PLAN " + query, params)]))
+            plan = list(cur.execute("EXPLAIN QUERY PLAN " + query, params))
+            seen.append((statement, [(r[0], r[1], r[3]) for r in plan] if rows else [r[3] for r in plan]))
             cur.close()
 
     event.listen(store.engine, "before_cursor_execute", before)
@@ -62,6 +64,25 @@ def test_every_statement_of_a_run_reads_through_an_index(eunomia_kb) -> None:  #
             # patients: by primary key (demographics) or the deceased through their index, never the whole tenant
             assert not any(line.startswith("SEARCH patients USING INDEX ix_patients_tenant_id") for line in plan), \
                 where
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_join_scans_a_table_in_an_inner_loop(eunomia_kb, monkeypatch, workers: int) -> None:  # type: ignore[no-untyped-def]
+    """Without statistics SQLite takes ``tenant_id = ?`` for a selective filter and may start a join from a whole
+    tenant's index and scan another table inside it: every outer row then reads that table (quadratic). A tried
+    limit-date plan did so (the observation periods of the tenant outside, the persons scanned inside), and a x100
+    run did not end in 10 min. A SCAN may only be a join's outermost loop; also split by person (two parts)."""
+    store = eunomia_kb[0]
+    monkeypatch.setattr(parallel, "MIN_PERSONS", 0)
+    monkeypatch.setattr(parallel, "WORKERS", workers)
+    for name, raw in DEFS.items():
+        for statement, plan in _plans(store, raw, rows=True):
+            loops: dict[int, list[str]] = {}
+            for _, parent, detail in plan:
+                if detail.startswith(("SCAN", "SEARCH")):
+                    loops.setdefault(parent, []).append(detail)
+            inner = [line for lines in loops.values() for line in lines[1:] if line.startswith("SCAN")]
+            assert not inner, f"{name}: {' '.join(statement.split())[:160]} -> {plan}"
 
 
 def test_the_one_pass_era_count_equals_the_eras_built(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
