@@ -114,9 +114,14 @@ def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> S
     return in_written_order(select((src.c.sort_id * n + pos).label("event_id"), src.c.person_id, src.c.start_date, src.c.end_date,
                   op.c.start.label("op_start"), op.c.stop.label("op_end")) \
         .join(op, and_(op.c.tenant_id == tenant, op.c.patient_id == outer_key(src.c.person_id),
-                       src.c.start_date >= op.c.start, src.c.start_date <= op.c.stop)) \
-        .where(plus_days(op.c.start, d.prior_days) <= src.c.start_date,
-               plus_days(src.c.start_date, d.post_days) <= op.c.stop))
+                       *_in_window(d, op, src.c.start_date))))
+
+
+def _in_window(d: Definition, op: Any, start: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+    """An event starting on ``start`` is an entry candidate in the period ``op``: inside it, with the observation
+    window's prior and post days."""
+    return [start >= op.c.start, start <= op.c.stop, plus_days(op.c.start, d.prior_days) <= start,
+            plus_days(start, d.post_days) <= op.c.stop]
 
 
 def _first_per_person(src: FromClause, *order: ColumnElement[Any]) -> Select[Any]:
@@ -150,9 +155,7 @@ def window_holds(d: Definition, tenant: str, x: FromClause) -> ColumnElement[boo
     op = m.ObservationPeriod.__table__
     # SELECT start, not EXISTS (SELECT *): SQLite then reads the period index alone (covering)
     return select(op.c.start).where(op.c.tenant_id == tenant, op.c.patient_id == x.c.person_id,
-                                    op.c.start <= x.c.start_date, x.c.start_date <= op.c.stop,
-                                    plus_days(op.c.start, d.prior_days) <= x.c.start_date,
-                                    plus_days(x.c.start_date, d.post_days) <= op.c.stop).exists()
+                                    *_in_window(d, op, x.c.start_date)).exists()
 
 
 def limit_dates_from(d: Definition, tenant: str, extremes: FromClause, probed: list[FromClause]) -> Select[Any]:
