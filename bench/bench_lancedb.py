@@ -211,7 +211,7 @@ def fts_analysis(rows: dict[str, list], queries: dict[str, str], qrels: dict[str
 
 def scale(args: argparse.Namespace) -> dict:
     """LanceDB over the 1M scale corpus read out of the SQLite file; medkb's side is bench_scale's 1M figures."""
-    import sqlite3
+    from medkb.kb.sqlite_lib import dbapi as sqlite3
 
     con = sqlite3.connect(args.db)
     rows: dict[str, list] = {"id": [], "doc": [], "tenant": [], "text": [], "vector": []}

@@ -22,7 +22,7 @@ import os
 import random
 import re
 import socket
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3  # the SQLite medkb runs on: one library per process
 import subprocess
 import sys
 import threading

@@ -12,7 +12,7 @@ rebuilt after (one sort each instead of a b-tree insert per row). Rows get new r
 from __future__ import annotations
 
 import argparse
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3  # the SQLite medkb runs on: one library per process
 import time
 
 TABLES = ["patients", "encounters", "conditions", "medications", "observations", "allergies", "procedures",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3  # the SQLite medkb runs on: one library per process
 import sys
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3  # the SQLite medkb runs on: one library per process
 import subprocess
 import sys
 import time

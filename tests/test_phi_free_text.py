@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3  # the SQLite medkb runs on: one library per process
 from pathlib import Path
 
 import pytest
@@ -127,7 +127,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, embedder) -> tuple[Path, 
 
 
 def _dump(db: Path) -> str:
-    """Every statement that rebuilds the database, and every DATE column as ISO text (stored as day numbers, a true
+    """Every table's rows and the schema, and every DATE column as ISO text (stored as day numbers, a true
     date would not show as its text in the dump)."""
     con = sqlite3.connect(db)
     try:
@@ -135,7 +135,11 @@ def _dump(db: Path) -> str:
                                                                           "type = 'table'")
                  for _, c, kind, *_ in con.execute(f'PRAGMA table_info("{t}")') if kind.upper() == "DATE"]
         assert dates, "no DATE column found: the dump would not show dates"
-        return "\n".join([*con.iterdump(), *(str(v) for q in dates for (v,) in con.execute(q))])
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        # every row of every table (the bundled SQLite's module has no iterdump), then the dates as text
+        rows = [repr(r) for t in tables for r in con.execute(f'SELECT * FROM "{t}"')]
+        schema = [sql for (sql,) in con.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")]
+        return "\n".join([*schema, *rows, *(str(v) for q in dates for (v,) in con.execute(q))])
     finally:
         con.close()
 

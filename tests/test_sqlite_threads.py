@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 QUERY = """
-import sqlite3
+from medkb.kb.sqlite_lib import dbapi as sqlite3
 c = sqlite3.connect(":memory:")
 c.execute("CREATE TABLE t(x)")
 c.executemany("INSERT INTO t VALUES (?)", [(str(i) * 20,) for i in range(2000)])

@@ -15,6 +15,7 @@ from medkb.kb.models import DEFAULT_EMBEDDING_DIM
 from medkb.kb.mysql import MySQLStore
 from medkb.kb.mysql_server import app_user_sql, check_server, connect_args, pin_collation, probe
 from medkb.kb.sqlite import SQLiteStore, configure_sqlite
+from medkb.kb.sqlite_lib import dbapi
 from medkb.kb.store import KnowledgeStore
 from medkb.kb.tidb import TiDBStore
 from medkb.settings import DatabaseSettings
@@ -50,7 +51,8 @@ def open_store(db: DatabaseSettings) -> KnowledgeStore:
     url = parse_url(db.url)
     try:
         if url.get_backend_name() == "sqlite":
-            engine = create_engine(url, echo=db.echo, connect_args={"timeout": 30, "check_same_thread": False})
+            engine = create_engine(url, echo=db.echo, module=dbapi,
+                                   connect_args={"timeout": 30, "check_same_thread": False})
             configure_sqlite(engine)
             return SQLiteStore(engine, AnnConfig(threshold=db.ann_threshold, ef_search=db.ann_ef_search))
         engine = create_engine(

@@ -4,7 +4,8 @@ SQLite keeps process-wide memory statistics by default (``SQLITE_DEFAULT_MEMSTAT
 every allocation. Debian's libsqlite3 is also built without lookaside memory (``SQLITE_OMIT_LOOKASIDE``), so a
 statement allocates on nearly every row: two connections stepping on two threads then queue on that mutex and
 together ran slower than one alone (a cohort run at Eunomia ×100 split in two: 5.6 s on one thread, 8.1 s on two;
-with the statistics off, 2.6 s). Nothing in medkb reads them (``sqlite3_memory_used``, a soft heap limit).
+with the statistics off, 2.6 s). The SQLite medkb bundles (``medkb.kb.sqlite_lib``) has lookaside, but still
+takes the mutex on every allocation it makes. Nothing in medkb reads them (``sqlite3_memory_used``, a soft heap limit).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import logging
 from functools import cache
+
+from medkb.kb.sqlite_lib import extension_path
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +25,14 @@ _OK = 0
 
 @cache
 def _library() -> ctypes.CDLL | None:
-    """The SQLite library Python's ``sqlite3`` module runs on (its extension module, whose symbol lookup reaches the
-    shared libsqlite3 it links), or None where its C API cannot be reached."""
+    """The SQLite library medkb runs on (``medkb.kb.sqlite_lib``: its extension module, whose symbol lookup reaches
+    the SQLite it bundles or links), or None where its C API cannot be reached."""
     try:
-        import _sqlite3
-
-        lib = ctypes.CDLL(_sqlite3.__file__)
+        lib = ctypes.CDLL(extension_path)
         for name in ("sqlite3_shutdown", "sqlite3_config", "sqlite3_initialize", "sqlite3_status64"):
             getattr(lib, name)
         return lib
-    except (ImportError, OSError, AttributeError):
+    except (OSError, AttributeError):
         return None
 
 
