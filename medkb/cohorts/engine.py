@@ -118,8 +118,9 @@ def _generate_parts(store: KnowledgeStore, d: Definition, tenant: str, codesets:
             return run_id
 
         # the earlier run's rows (1.38M for era_pad at x100) are deleted while the parts evaluate
-        run_id = parallel.run_parts(parts, work, lambda: _new_run(conn, d, tenant), copy)
-        conn.commit()
+        with parallel.rows_unchecked(conn):
+            run_id = parallel.run_parts(parts, work, lambda: _new_run(conn, d, tenant), copy)
+            conn.commit()
         return run_id, sum(tallies[1:], tallies[0])
 
 

@@ -133,9 +133,10 @@ def tally(conn: Connection, d: Definition, t: Table, where: list[ColumnElement[b
         for by_person, into in ((True, out.by_person), (False, out.by_event)):
             into.update({int(k): int(n) for k, n in conn.execute(mask_counts(t, where, enabled, by_person))})
         return out
-    # every mask counts as 0: one pass gives both attrition bases
-    events, people = conn.execute(select(func.coalesce(func.sum(t.c.events), 0),
-                                         func.count(func.distinct(t.c.patient_id))).where(*where)).one()
+    # every mask counts as 0: one pass gives both attrition bases, grouped in the rows' (person, …) order (a
+    # count(DISTINCT) sorted them again: era_pad x100, 0.13 s a part)
+    per = select(func.sum(t.c.events).label("events")).where(*where).group_by(t.c.patient_id).subquery("per")
+    events, people = conn.execute(select(func.coalesce(func.sum(per.c.events), 0), func.count())).one()
     out.by_person.update({0: int(people)} if people else {})
     out.by_event.update({0: int(events)} if events else {})
     return out

@@ -24,9 +24,10 @@ FETCH_ROWS = 20_000  # rows per fetch while reading vectors (bounded memory at a
 
 
 # Read settings for large scans (cohort counts over millions of record rows): the file memory-mapped (pages read in
-# place, not copied through read() into SQLite's cache; SQLite caps it at 2 GB), a larger page cache for what mmap
-# does not cover, and temporary tables (a cohort run's intermediate sets) in memory instead of a temp file.
-READ_PRAGMAS = {"mmap_size": 2_147_418_112, "cache_size": -131_072, "temp_store": 2}
+# place, not copied through read() into SQLite's cache; up to 64 GiB of address space with the bundled SQLite,
+# medkb.kb.sqlite_lib, where Debian's capped it at 2 GB: the x100 file is 6.8 GB), a larger page cache for what
+# mmap does not cover, and temporary tables (a cohort run's intermediate sets) in memory instead of a temp file.
+READ_PRAGMAS = {"mmap_size": 1 << 36, "cache_size": -131_072, "temp_store": 2}
 
 
 def configure_sqlite(engine: Engine) -> None:
