@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, literal_column, select, text
+from sqlalchemy import event, func, literal, literal_column, select, text, union_all
 
 from medkb.cohorts import engine, parallel, sql
 from medkb.cohorts.concepts import resolve_concept_sets
@@ -76,6 +76,38 @@ def test_counting_a_run_sorts_nothing_its_key_order_gives(eunomia_kb) -> None:  
         for statement, plan in _plans(store, DEFS[name], run=engine.counts):
             assert not any("TEMP B-TREE" in line for line in plan if "cohort_entries" in statement
                            and statement.lstrip().startswith("SELECT")), f"{name}: {statement[:160]} -> {plan}"
+
+
+def test_a_first_criterion_is_each_persons_first_event_by_date_then_row_id(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
+    """SQLite takes a ``First`` criterion by a GROUP BY over one (day number, row id) key (``sql.first_by_key``), not a
+    window over every event written to a table: the same rows as the window, same-day ties included."""
+    from medkb.kb.temp_tables import TempTables
+
+    store = eunomia_kb[0]
+    d = parse_definition(DEFS["eunomia_nsaids"])
+    codesets = resolve_concept_sets(store, d.concept_sets)
+    c = d.primary[0]
+    with store.connection() as conn:
+        tmp = TempTables(conn)
+        try:
+            ev = Evaluation(tmp, d, TENANT, codesets)
+            got = conn.execute(select(ev.criterion(c, index=False))).all()
+            fill = [s for s in ev.tmp.tables]
+            raw = ev._written(sql.event_columns(), sql.criterion_selects(c, TENANT, codesets))
+            want = conn.execute(sql.first_events(raw.select().subquery())).all()
+            # Eunomia has no two such events of a person on one day: ties, the row id deciding, on made-up rows
+            rows = [("p1", 2459946, 2459950, 7), ("p1", 2459946, 2459947, 3), ("p1", 2459900 + 99, 0, 1),
+                    ("p2", 2459000, 2459001, 5), ("p2", 2459001, 2459002, 2), ("p3", 2459500, 2459501, 4)]
+            made = union_all(*(select(*(literal(v).label(k) for v, k in zip(r, ("person_id", "start_date",
+                                                                                "end_date", "sort_id"))))
+                               for r in rows)).subquery("made")
+            firsts = sorted(conn.execute(sql.first_by_key(made)).all())
+        finally:
+            tmp.drop_all()
+            conn.commit()  # the drops with it: sqlite3 ran the CREATEs outside the transaction a rollback would undo
+    assert len(fill) == 1  # the first events' table alone: no table of every event
+    assert len(got) > 1000 and sorted(got) == sorted(want)
+    assert firsts == [("p1", 2459946, 2459947, 3), ("p2", 2459000, 2459001, 5), ("p3", 2459500, 2459501, 4)]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, Integer, Table, case, cast, literal, select, true
+from sqlalchemy import Column, Integer, Table, case, cast, literal, select, true, union_all
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import FromClause
 
@@ -33,8 +33,13 @@ class Evaluation:
         """The criterion's events, indexed by (person, start date); one table per distinct criterion."""
         key = (c.domain, c.codeset_id, c.first)
         if key not in self._criteria or not self._share:
-            raw = self._written(sql.event_columns(), self._criterion_selects(c))
-            self._criteria[key] = self.tmp.new(sql.event_columns(), sql.first_events(raw)) if c.first else raw
+            if c.first and self._sqlite:  # each person's first event straight from the sources: no table of all
+                srcs = self._criterion_selects(c)
+                src = (srcs[0] if len(srcs) == 1 else union_all(*srcs)).subquery("events")
+                self._criteria[key] = self.tmp.new(sql.event_columns(), sql.first_by_key(src))
+            else:
+                raw = self._written(sql.event_columns(), self._criterion_selects(c))
+                self._criteria[key] = self.tmp.new(sql.event_columns(), sql.first_events(raw)) if c.first else raw
         t = self._criteria[key]
         if index and not t.indexes:  # type: ignore[attr-defined]
             self.tmp.index(t, "person_id", "start_date")  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from medkb.cohorts.concepts import Codes
 from medkb.cohorts.definition import Correlated, Criterion, Definition, Demographic, Endpoint, Group, NumericRange
 from medkb.kb import models as m
 from medkb.kb.types import Day
-from medkb.kb.dates import date_add, greatest, least, plus_days, year_of
+from medkb.kb.dates import date_add, day_number, greatest, least, plus_days, year_of
 from medkb.kb.temp_tables import in_written_order, ordered_join, outer_key
 
 # domain → (table, start column, stop column or None: without a stop the end date is the day after the start)
@@ -102,6 +102,20 @@ def first_events(src: FromClause) -> Select[Any]:
     inner = select(src, func.row_number().over(partition_by=src.c.person_id,
                                                order_by=(src.c.start_date, src.c.sort_id)).label("ordinal")).subquery()
     return select(inner.c.person_id, inner.c.start_date, inner.c.end_date, inner.c.sort_id).where(inner.c.ordinal == 1)
+
+
+_ID_SPAN = 1 << 40  # above any record row id: (start day number, row id) as one integer, ordered as the pair
+
+
+def first_by_key(src: FromClause) -> Select[Any]:
+    """``first_events`` on SQLite (dates are day numbers): each person's smallest (start date, row id) as one
+    integer by a GROUP BY, the event's columns read from the min()'s row (SQLite's bare columns), instead of a
+    window over every event. LIMIT -1 keeps the min() in the query: flattened away, the bare columns would be
+    any row's."""
+    first = select(src.c.person_id, src.c.start_date, src.c.end_date, src.c.sort_id,
+                   func.min(day_number(src.c.start_date) * _ID_SPAN + src.c.sort_id)) \
+        .group_by(src.c.person_id).limit(-1).subquery("first")
+    return select(first.c.person_id, first.c.start_date, first.c.end_date, first.c.sort_id)
 
 
 def entry_candidates(d: Definition, tenant: str, src: FromClause, pos: int) -> Select[Any]:
