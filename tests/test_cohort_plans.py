@@ -78,6 +78,23 @@ def test_counting_a_run_sorts_nothing_its_key_order_gives(eunomia_kb) -> None:  
                            and statement.lstrip().startswith("SELECT")), f"{name}: {statement[:160]} -> {plan}"
 
 
+def test_one_entry_per_person_is_stored_without_grouping(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
+    """Under a First/Last primary limit each person has one entry, its own compacted row: storing them runs no GROUP
+    BY (a second sort of the entries), and the stored rows count each as one event."""
+    store = eunomia_kb[0]
+    for name in ("inpatient_visit_prior_year", "eunomia_nsaids", "procedure_last_with_exclusion"):
+        stored = [(st, plan) for st, plan in _plans(store, DEFS[name])
+                  if st.lstrip().startswith("INSERT INTO cohort_entries")]
+        assert stored, name
+        for st, plan in stored:
+            assert not any("GROUP BY" in line for line in plan), f"{name}: {plan}"
+        with store.session() as s:
+            run = s.scalar(select(func.max(m.CohortRun.id)))
+            per = s.execute(select(func.count(), func.count(func.distinct(m.CohortEntry.patient_id)),
+                                   func.max(m.CohortEntry.events)).where(m.CohortEntry.run_id == run)).one()
+        assert per[0] == per[1] > 0 and per[2] == 1, (name, per)
+
+
 def test_a_first_criterion_is_each_persons_first_event_by_date_then_row_id(eunomia_kb) -> None:  # type: ignore[no-untyped-def]
     """SQLite takes a ``First`` criterion by a GROUP BY over one (day number, row id) key (``sql.first_by_key``), not a
     window over every event written to a table: the same rows as the window, same-day ties included."""

@@ -168,6 +168,11 @@ def _stored(d: Definition, me: Any, *lead: ColumnElement[Any]) -> Select[Any]:
         return select(*lead, me.c.person_id, me.c.start_date, me.c.event_id, me.c.end_date,
                       me.c.op_start, me.c.op_end, me.c.mask, literal(1)) \
             .order_by(me.c.person_id, me.c.start_date, me.c.event_id)
+    if d.primary_limit != "All":
+        # One entry per person (a First/Last primary limit): each is its own compacted row, and the GROUP BY would
+        # only sort them again (they leave the limit's ranking in person order, i.e. in key order).
+        return select(*lead, me.c.person_id, me.c.start_date, me.c.event_id, null(), me.c.op_start, me.c.op_end,
+                      me.c.mask, literal(1))
     # min(event_id) stands for the row's first event in the by-person ranking: Circe breaks ties between events
     # with equal rule counts, first rule and start date arbitrarily; medkb by the smaller event id.
     return select(*lead, me.c.person_id, func.min(me.c.start_date), func.min(me.c.event_id),
