@@ -377,6 +377,17 @@ def test_mariadb_sessions_keep_a_runs_temporary_rows_in_memory(eunomia_mariadb) 
         assert tuple(sizes) == (256 << 20, 256 << 20, 16 << 20)
 
 
+def _failing_in_parts(real: Any) -> Any:
+    """``engine.tally`` that fails when a part of a split run counts its rows (after they were copied)."""
+
+    def failing(conn: Any, d: Any, t: Any, where: Any, enabled: Any) -> Any:
+        if t.schema == "part":
+            raise RuntimeError("a part failed while counting")
+        return real(conn, d, t, where, enabled)
+
+    return failing
+
+
 def test_a_split_run_whose_part_fails_after_its_rows_are_copied_is_not_recorded(eunomia_kb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A split run's parts tally their rows while the run's connection copies them (``parallel.run_parts``): a part
     failing then must still leave the tenant's earlier run of the definition as it was, and nothing attached."""
@@ -386,17 +397,10 @@ def test_a_split_run_whose_part_fails_after_its_rows_are_copied_is_not_recorded(
     runs = m.CohortRun.__table__
     with store.session() as s:  # (a new run may reuse the old run's id: its creation time tells them apart)
         created = s.scalar(select(runs.c.created_at).where(runs.c.id == earlier))
-    real = engine.tally
-
-    def failing(conn: Any, d: Any, t: Any, where: Any, enabled: Any) -> Any:
-        if t.schema == "part":
-            raise RuntimeError("a part failed while counting")
-        return real(conn, d, t, where, enabled)
-
     with monkeypatch.context() as patched:
         patched.setattr(parallel, "MIN_PERSONS", 0)
         patched.setattr(parallel, "WORKERS", 2)
-        patched.setattr(engine, "tally", failing)
+        patched.setattr(engine, "tally", _failing_in_parts(engine.tally))
         with pytest.raises(RuntimeError, match="while counting"):
             engine.counts(store, d, TENANT)
     with store.session() as s:
@@ -413,18 +417,11 @@ def test_a_split_run_leaves_foreign_key_checks_on_in_every_pooled_connection(eun
     run, and after a run whose part failed, every connection the pool hands out refuses an orphan entry again."""
     store = eunomia_kb[0]
     d = parse_definition(DEFS["era_pad_end_offset_enddate"])
-    real = engine.tally
-
-    def failing(conn: Any, d: Any, t: Any, where: Any, enabled: Any) -> Any:
-        if t.schema == "part":
-            raise RuntimeError("a part failed while counting")
-        return real(conn, d, t, where, enabled)
-
     with monkeypatch.context() as patched:
         patched.setattr(parallel, "MIN_PERSONS", 0)
         patched.setattr(parallel, "WORKERS", 2)
         assert engine.counts(store, d, TENANT).persons
-        patched.setattr(engine, "tally", failing)
+        patched.setattr(engine, "tally", _failing_in_parts(engine.tally))
         with pytest.raises(RuntimeError, match="while counting"):
             engine.counts(store, d, TENANT)
     conns = [store.engine.connect() for _ in range(4)]  # more than the run used: the run's and its parts'

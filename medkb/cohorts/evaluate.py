@@ -33,12 +33,12 @@ class Evaluation:
         """The criterion's events, indexed by (person, start date); one table per distinct criterion."""
         key = (c.domain, c.codeset_id, c.first)
         if key not in self._criteria or not self._share:
+            selects = self._criterion_selects(c)
             if c.first and self._sqlite:  # each person's first event straight from the sources: no table of all
-                srcs = self._criterion_selects(c)
-                src = (srcs[0] if len(srcs) == 1 else union_all(*srcs)).subquery("events")
+                src = (selects[0] if len(selects) == 1 else union_all(*selects)).subquery("events")
                 self._criteria[key] = self.tmp.new(sql.event_columns(), sql.first_by_key(src))
             else:
-                raw = self._written(sql.event_columns(), self._criterion_selects(c))
+                raw = self._written(sql.event_columns(), selects)
                 self._criteria[key] = self.tmp.new(sql.event_columns(), sql.first_events(raw)) if c.first else raw
         t = self._criteria[key]
         if index and not t.indexes:  # type: ignore[attr-defined]

@@ -2,9 +2,9 @@
 
 Debian's libsqlite3 (3.40, what Python's ``sqlite3`` links here) is built without lookaside memory
 (``SQLITE_OMIT_LOOKASIDE``), so a statement calls malloc on nearly every row; pysqlite3-binary bundles SQLite 3.51
-with lookaside and a newer query planner (the 19 cohort definitions at Eunomia x100: 21.9 s on Debian's, 16.3 s on
-the bundled one). It is a drop-in copy of the ``sqlite3`` module; its wheels cover Linux x86-64, where elsewhere
-Python's own is used. One library per process: two copies of SQLite on one file release each other's POSIX locks
+with lookaside and a newer query planner (the 19 cohort definitions at Eunomia x100: 21.9 s on Debian's, 17.3 s on
+the bundled one with secure_delete on). It is a drop-in copy of the ``sqlite3`` module; its wheels cover Linux
+x86-64 only, and elsewhere Python's own is used. One library per process: two copies of SQLite on one file release each other's POSIX locks
 (sqlite.org/howtocorrupt.html, 2.2.1), so everything in medkb, its tests and benchmarks opens SQLite files
 through ``dbapi`` here, never ``import sqlite3``.
 """
